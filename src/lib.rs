@@ -1,0 +1,3 @@
+//! flockmq: a clustered MQTT 3.1.1 / 5.0 broker (map of the crate, filled in as modules land).
+pub mod broker;
+pub mod codec;
