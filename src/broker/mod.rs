@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+pub mod topic;
+
 use crate::codec::{DecodeError, Packet, Protocol};
 
 /// Identifies one network connection for the lifetime of the node (never reused).
