@@ -1,10 +1,10 @@
 //! Topic names, topic filters and the topic trie (API contract; implementation by the topic helper).
 //!
-//! The trie maps topic filters to sets of values (`V` = a session key in the broker, a node id in
-//! the cluster route table). Matching follows MQTT: `+` matches one level, `#` the rest (including
+//! The trie maps each topic filter to a map `K -> D` (in the broker `K` is a session key and `D`
+//! the subscription options; in the cluster route table `K` is a node id and `D = ()`). Matching follows MQTT: `+` matches one level, `#` the rest (including
 //! the parent level), and filters starting with a wildcard never match topics starting with `$`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// True if `topic` is a valid PUBLISH topic name: non-empty, no `+`/`#`, no NUL, at most
 /// `max_levels` levels.
@@ -34,41 +34,41 @@ pub fn parse_subscription_filter(s: &str, max_levels: usize) -> Option<Subscript
     unimplemented!("topic helper")
 }
 
-/// Filter → set of `V`, organised by levels so a publish is matched in time proportional to the
+/// Filter → (`K` → `D`), organised by levels so a publish is matched in time proportional to the
 /// topic's depth, not to the number of filters.
 #[derive(Debug, Clone)]
-pub struct TopicTrie<V: Ord + Clone> {
-    _v: BTreeSet<V>,
+pub struct TopicTrie<K: Ord + Clone, D> {
+    _v: BTreeMap<K, D>,
 }
 
-impl<V: Ord + Clone> Default for TopicTrie<V> {
+impl<K: Ord + Clone, D> Default for TopicTrie<K, D> {
     fn default() -> Self {
-        TopicTrie { _v: BTreeSet::new() }
+        TopicTrie { _v: BTreeMap::new() }
     }
 }
 
-impl<V: Ord + Clone> TopicTrie<V> {
+impl<K: Ord + Clone, D> TopicTrie<K, D> {
     /// An empty trie.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Adds `value` under `filter`; false if it was already there.
-    pub fn insert(&mut self, filter: &str, value: V) -> bool {
-        let _ = (filter, value);
+    /// Stores `key -> data` under `filter`; returns the data it replaced.
+    pub fn insert(&mut self, filter: &str, key: K, data: D) -> Option<D> {
+        let _ = (filter, key, data);
         unimplemented!("topic helper")
     }
 
-    /// Removes `value` from `filter`; false if it was not there. Empty nodes are pruned.
-    pub fn remove(&mut self, filter: &str, value: &V) -> bool {
-        let _ = (filter, value);
+    /// Removes `key` from `filter`, returning its data. Emptied nodes are pruned.
+    pub fn remove(&mut self, filter: &str, key: &K) -> Option<D> {
+        let _ = (filter, key);
         unimplemented!("topic helper")
     }
 
-    /// Calls `visit(filter_node_values)` once for every filter matching `topic`, passing the
-    /// values stored under that filter (a value under two matching filters is seen twice; callers
-    /// dedupe). Visit order is deterministic.
-    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&BTreeSet<V>)) {
+    /// Calls `visit(filter, entries)` once for every stored filter matching `topic`, with the
+    /// entries stored under that filter (a key under two matching filters is seen twice; callers
+    /// dedupe). Visit order is deterministic. Allocates nothing.
+    pub fn for_each_match(&self, topic: &str, mut visit: impl FnMut(&str, &BTreeMap<K, D>)) {
         let _ = (topic, &mut visit);
         unimplemented!("topic helper")
     }
@@ -79,7 +79,7 @@ impl<V: Ord + Clone> TopicTrie<V> {
         unimplemented!("topic helper")
     }
 
-    /// Number of (filter, value) pairs.
+    /// Number of (filter, key) pairs.
     pub fn len(&self) -> usize {
         unimplemented!("topic helper")
     }
@@ -89,8 +89,14 @@ impl<V: Ord + Clone> TopicTrie<V> {
         self.len() == 0
     }
 
-    /// Every (filter, value) pair in filter order (for route listings and resync).
-    pub fn entries(&self) -> Vec<(String, V)> {
+    /// The entries stored under exactly `filter` (no wildcard matching).
+    pub fn get(&self, filter: &str) -> Option<&BTreeMap<K, D>> {
+        let _ = filter;
+        unimplemented!("topic helper")
+    }
+
+    /// Every (filter, key) pair in filter order (for route listings and resync).
+    pub fn entries(&self) -> Vec<(String, K)> {
         unimplemented!("topic helper")
     }
 }
