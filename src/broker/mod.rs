@@ -3,23 +3,54 @@
 //!
 //! It owns no socket, never reads the clock (`now` is passed in as the time since the node
 //! started), never spawns, and draws randomness only from its seeded RNG. The node driver feeds it
-//! events and carries out the `Action`s it queues. (API contract; implementation in submodules.)
+//! events and carries out the `Action`s it queues.
+//!
+//! Layout: `connect` (CONNECT, takeover, disconnects, wills, session end), `publish` (inbound
+//! PUBLISH and the fan-out to sessions), `subscribe` (SUBSCRIBE/UNSUBSCRIBE, retained at
+//! subscribe), `session` (per-session queue, in-flight window, outbound aliases), `inflight`
+//! (outbound QoS 1/2 packet ids and states), `timers` (keepalive, will delay, session expiry,
+//! retry). State lives in `BTreeMap`s and a slab so that the same inputs and seed always give the
+//! same actions.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+mod connect;
+mod inflight;
+mod publish;
+mod session;
+mod subscribe;
+mod timers;
 pub mod topic;
 
-use crate::codec::{DecodeError, Packet, Protocol};
+#[cfg(test)]
+mod tests;
+
+use crate::codec::{DecodeError, Packet, Protocol, ReasonCode};
+use session::{Message, Outbox, SessionKey, Sessions, SubOptions};
+use timers::Timer;
+use topic::{RetainedStore, TopicTrie};
 
 /// Identifies one network connection for the lifetime of the node (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
 /// What the driver must do on the broker's behalf.
+// `Send` is by far the most common variant, so boxing its packet would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Encode `packet` with `protocol` onto the connection's write buffer.
-    Send { conn: ConnId, protocol: Protocol, packet: Packet },
+    Send {
+        conn: ConnId,
+        protocol: Protocol,
+        packet: Packet,
+    },
     /// Flush what was sent so far, then close the connection. No further actions name it.
     Close { conn: ConnId },
 }
@@ -112,64 +143,246 @@ pub enum ConnectionLoss {
 
 /// The single-node MQTT broker state machine.
 pub struct Broker {
-    _private: (),
+    config: BrokerConfig,
+    rng: StdRng,
+    connections: BTreeMap<ConnId, Connection>,
+    sessions: Sessions,
+    /// Plain subscriptions: filter -> session -> options.
+    subscriptions: TopicTrie<SessionKey, SubOptions>,
+    /// Shared subscriptions: inner filter -> (group, session) -> options.
+    shared: TopicTrie<(ByteString, SessionKey), SubOptions>,
+    /// Round-robin position per shared group: inner filter -> group -> last chosen member.
+    shared_cursors: BTreeMap<ByteString, BTreeMap<ByteString, SessionKey>>,
+    retained: RetainedStore<Arc<Message>>,
+    timers: BTreeSet<(Duration, Timer)>,
+    out: Outbox,
+    /// Reused by every publish so fan-out does not allocate per message.
+    scratch: Vec<publish::Match>,
+    shared_scratch: Vec<publish::Match>,
+    /// Bumped on every session attach/detach; timers carry it so stale ones are ignored.
+    epoch: u64,
+}
+
+/// One network connection as the broker sees it.
+struct Connection {
+    /// Set once CONNECT was accepted.
+    session: Option<SessionKey>,
+    protocol: Protocol,
+    /// Effective keepalive in seconds (0 = none).
+    keep_alive: u16,
+    last_activity: Duration,
+    /// Whether CONNECT asked for session expiry 0 (DISCONNECT may then not raise it).
+    connect_expiry_zero: bool,
+    /// Client -> server topic aliases.
+    client_aliases: BTreeMap<u16, ByteString>,
 }
 
 impl Broker {
     /// A broker with the given limits; `rng_seed` seeds all its randomness.
     pub fn new(config: BrokerConfig, rng_seed: u64) -> Broker {
-        let _ = (config, rng_seed);
-        Broker { _private: () }
+        Broker {
+            config,
+            rng: StdRng::seed_from_u64(rng_seed),
+            connections: BTreeMap::new(),
+            sessions: Sessions::default(),
+            subscriptions: TopicTrie::new(),
+            shared: TopicTrie::new(),
+            shared_cursors: BTreeMap::new(),
+            retained: RetainedStore::new(),
+            timers: BTreeSet::new(),
+            out: Outbox::default(),
+            scratch: Vec::new(),
+            shared_scratch: Vec::new(),
+            epoch: 0,
+        }
     }
 
     /// A new network connection was accepted.
     pub fn connection_opened(&mut self, conn: ConnId, now: Duration) {
-        let _ = (conn, now);
-        unimplemented!("broker helper")
+        self.connections.insert(
+            conn,
+            Connection {
+                session: None,
+                protocol: Protocol::V311,
+                keep_alive: 0,
+                last_activity: now,
+                connect_expiry_zero: true,
+                client_aliases: BTreeMap::new(),
+            },
+        );
     }
 
     /// A decoded packet arrived on `conn`.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Duration) {
-        let _ = (conn, packet, now);
-        unimplemented!("broker helper")
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        c.last_activity = now;
+        let Some(key) = c.session else {
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
+                other => {
+                    tracing::debug!(?conn, packet = ?other.packet_type(), "first packet is not CONNECT");
+                    self.close_unattached(conn);
+                }
+            }
+            return;
+        };
+        match packet {
+            Packet::Publish(p) => self.handle_publish(conn, key, p, now),
+            Packet::PubAck(ack) => self.with_session(key, now, |s, cfg, out, now| {
+                s.on_puback(ack.packet_id, cfg, out, now)
+            }),
+            Packet::PubRec(ack) => self.with_session(key, now, |s, cfg, out, now| {
+                s.on_pubrec(&ack, cfg, out, now)
+            }),
+            Packet::PubRel(ack) => self.handle_pubrel(conn, key, ack.packet_id),
+            Packet::PubComp(ack) => self.with_session(key, now, |s, cfg, out, now| {
+                s.on_pubcomp(ack.packet_id, cfg, out, now)
+            }),
+            Packet::Subscribe(sub) => self.handle_subscribe(conn, key, sub, now),
+            Packet::Unsubscribe(unsub) => self.handle_unsubscribe(conn, key, unsub),
+            Packet::PingReq => self.send(conn, Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(conn, key, d, now),
+            Packet::Connect(_) => {
+                tracing::debug!(?conn, "second CONNECT");
+                self.protocol_violation(conn, ReasonCode::ProtocolError, now);
+            }
+            Packet::Auth(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                tracing::debug!(?conn, "client sent a packet it must not send");
+                self.protocol_violation(conn, ReasonCode::ProtocolError, now);
+            }
+        }
     }
 
     /// The connection broke or sent undecodable bytes.
     pub fn connection_lost(&mut self, conn: ConnId, why: ConnectionLoss, now: Duration) {
-        let _ = (conn, why, now);
-        unimplemented!("broker helper")
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        if c.session.is_none() {
+            self.close_unattached(conn);
+            return;
+        }
+        let reason = match why {
+            ConnectionLoss::Io => None,
+            ConnectionLoss::Decode(err) => {
+                tracing::debug!(?conn, %err, "undecodable packet");
+                Some(err.reason_code())
+            }
+        };
+        self.end_connection(conn, reason, true, now);
     }
 
     /// Timers (keepalive, will delay, session expiry, message expiry, retries) due at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let _ = now;
-        unimplemented!("broker helper")
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(timer, now);
+        }
     }
 
     /// The earliest time `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        unimplemented!("broker helper")
+        self.timers.first().map(|&(at, _)| at)
     }
 
     /// The next queued action, in the order they were produced.
     pub fn poll_action(&mut self) -> Option<Action> {
-        unimplemented!("broker helper")
+        self.out.actions.pop_front()
     }
 
     /// Graceful shutdown: every connection gets DISCONNECT 0x8B (MQTT 5) and is closed; wills of
     /// sessions that end now are published first.
     pub fn shutdown(&mut self, now: Duration) {
-        let _ = now;
-        unimplemented!("broker helper")
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in &conns {
+            let Some(key) = self.connections.get(conn).and_then(|c| c.session) else {
+                continue;
+            };
+            if let Some(will) = self.sessions.get_mut(key).and_then(|s| s.will.take()) {
+                self.publish_will(will, now);
+            }
+        }
+        for conn in conns {
+            if self
+                .connections
+                .get(&conn)
+                .is_some_and(|c| c.session.is_some())
+            {
+                self.end_connection(conn, Some(ReasonCode::ServerShuttingDown), false, now);
+            } else {
+                self.close_unattached(conn);
+            }
+        }
     }
 
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> BrokerMetrics {
-        unimplemented!("broker helper")
+        BrokerMetrics {
+            connections: self.connections.len() as u64,
+            sessions: self.sessions.len() as u64,
+            subscriptions: (self.subscriptions.len() + self.shared.len()) as u64,
+            retained: self.retained.len() as u64,
+            ..self.out.metrics.clone()
+        }
     }
 
     /// Sessions, connected or not, sorted by client id.
     pub fn clients(&self) -> Vec<ClientInfo> {
-        unimplemented!("broker helper")
+        self.sessions
+            .iter_by_client_id()
+            .map(|s| ClientInfo {
+                client_id: s.client_id.to_string(),
+                connected: s.link.is_some(),
+                protocol: protocol_level(s.protocol),
+                clean_start: s.clean_start,
+                keep_alive: s.keep_alive,
+                session_expiry_interval: s.expiry_interval,
+                subscriptions: s.subscriptions.len(),
+                inflight: s.inflight.len(),
+                queued: s.queue.len(),
+            })
+            .collect()
+    }
+
+    /// Queues `packet` for `conn` with the connection's protocol.
+    fn send(&mut self, conn: ConnId, packet: Packet) {
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        self.out.actions.push_back(Action::Send {
+            conn,
+            protocol: c.protocol,
+            packet,
+        });
+    }
+
+    /// Runs `f` on a session with the pieces it needs to send.
+    fn with_session(
+        &mut self,
+        key: SessionKey,
+        now: Duration,
+        f: impl FnOnce(&mut session::Session, &BrokerConfig, &mut Outbox, Duration),
+    ) {
+        if let Some(s) = self.sessions.get_mut(key) {
+            f(s, &self.config, &mut self.out, now);
+        }
+    }
+}
+
+/// The protocol level byte shown in `clients list`.
+fn protocol_level(p: Protocol) -> u8 {
+    match p {
+        Protocol::V31 => 3,
+        Protocol::V311 => 4,
+        Protocol::V5 => 5,
     }
 }

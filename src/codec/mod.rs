@@ -53,7 +53,10 @@ impl Decoder {
     /// A decoder for a new server-side connection; frames longer than `max_packet_size` bytes
     /// (whole packet, fixed header included) are rejected as soon as their header is read.
     pub fn new(max_packet_size: usize) -> Decoder {
-        Decoder { protocol: None, max_packet_size }
+        Decoder {
+            protocol: None,
+            max_packet_size,
+        }
     }
 
     /// The protocol level learned from CONNECT (or set by `set_protocol`).

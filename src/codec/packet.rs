@@ -320,7 +320,10 @@ pub struct Ack {
 impl Ack {
     /// A success acknowledgement with no properties.
     pub fn new(packet_id: u16) -> Ack {
-        Ack { packet_id, ..Ack::default() }
+        Ack {
+            packet_id,
+            ..Ack::default()
+        }
     }
 }
 
@@ -391,7 +394,10 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with only a reason code.
     pub fn new(reason_code: ReasonCode) -> Disconnect {
-        Disconnect { reason_code, properties: DisconnectProperties::default() }
+        Disconnect {
+            reason_code,
+            properties: DisconnectProperties::default(),
+        }
     }
 }
 

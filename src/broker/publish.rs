@@ -1,0 +1,252 @@
+//! Inbound PUBLISH / PUBREL and the fan-out of a message to sessions: plain subscriptions
+//! (one delivery per session, merged over overlapping filters) and shared groups (one member
+//! per group, round-robin).
+//!
+//! The fan-out reuses the broker's scratch vectors; it allocates only the shared message and, per
+//! delivery, the subscription identifier list when there is one.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::session::{Delivery, Message, SessionKey, SubOptions};
+use super::topic::valid_topic_name;
+use super::{Broker, ConnId};
+use crate::codec::{Ack, Packet, Publish, QoS, ReasonCode};
+
+/// One (session, subscription) pair matched by a publish.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Match {
+    key: SessionKey,
+    opts: SubOptions,
+}
+
+impl Broker {
+    pub(super) fn handle_publish(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        mut p: Publish,
+        now: Duration,
+    ) {
+        self.out.metrics.messages_in[p.qos as usize] += 1;
+        if let Err(code) = self.check_publish(conn, &mut p) {
+            self.protocol_violation(conn, code, now);
+            return;
+        }
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let v5 = session.protocol.is_v5();
+        let packet_id = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => 0,
+            (_, Some(id)) => id,
+            (_, None) => {
+                self.protocol_violation(conn, ReasonCode::ProtocolError, now);
+                return;
+            }
+        };
+        if p.qos == QoS::ExactlyOnce {
+            if session.incoming_qos2.contains(&packet_id) {
+                // A resent QoS 2 PUBLISH: acknowledge again, never deliver twice.
+                self.send(conn, Packet::PubRec(Ack::new(packet_id)));
+                return;
+            }
+            if session.incoming_qos2.len() >= usize::from(self.config.max_inflight) {
+                self.protocol_violation(conn, ReasonCode::ReceiveMaximumExceeded, now);
+                return;
+            }
+        }
+        let qos = p.qos;
+        let msg = Arc::new(Message::from_publish(p, now));
+        self.store_retained(&msg);
+        let matched = self.route(msg, Some(key), now);
+        let mut ack = Ack::new(packet_id);
+        if v5 && matched == 0 {
+            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.incoming_qos2.push(packet_id);
+                }
+                self.send(conn, Packet::PubRec(ack));
+            }
+        }
+    }
+
+    /// Validates a PUBLISH and resolves its topic alias; the error is the DISCONNECT reason.
+    fn check_publish(&mut self, conn: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
+        let cfg = &self.config;
+        if p.qos > cfg.max_qos {
+            return Err(ReasonCode::QoSNotSupported);
+        }
+        if p.retain && !cfg.retain_available {
+            return Err(ReasonCode::RetainNotSupported);
+        }
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return Err(ReasonCode::UnspecifiedError);
+        };
+        if let Some(alias) = p.properties.topic_alias {
+            if alias == 0 || alias > cfg.max_topic_alias {
+                return Err(ReasonCode::TopicAliasInvalid);
+            }
+            if p.topic.is_empty() {
+                match c.client_aliases.get(&alias) {
+                    Some(topic) => p.topic = topic.clone(),
+                    None => return Err(ReasonCode::ProtocolError),
+                }
+            } else {
+                c.client_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if !valid_topic_name(&p.topic, cfg.max_topic_levels) {
+            return Err(ReasonCode::TopicNameInvalid);
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_pubrel(&mut self, conn: ConnId, key: SessionKey, packet_id: u16) {
+        let Some(session) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let mut comp = Ack::new(packet_id);
+        match session.incoming_qos2.iter().position(|&id| id == packet_id) {
+            Some(pos) => {
+                session.incoming_qos2.swap_remove(pos);
+            }
+            None if session.protocol.is_v5() => {
+                comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+            }
+            None => {}
+        }
+        self.send(conn, Packet::PubComp(comp));
+    }
+
+    /// Stores or clears the retained message of a publish with the retain flag.
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>) {
+        if !msg.retain || !self.config.retain_available {
+            return;
+        }
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else {
+            self.retained.insert(&msg.topic, Arc::clone(msg));
+        }
+    }
+
+    /// Delivers `msg` to every matching session; returns how many deliveries it made (before
+    /// queue/size drops), 0 meaning no subscriber matched.
+    pub(super) fn route(
+        &mut self,
+        msg: Arc<Message>,
+        publisher: Option<SessionKey>,
+        now: Duration,
+    ) -> usize {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.subscriptions.for_each_match(&msg.topic, |_, entries| {
+            for (&key, opts) in entries {
+                if opts.no_local && Some(key) == publisher {
+                    continue;
+                }
+                scratch.push(Match { key, opts: *opts });
+            }
+        });
+        // Sorting by session (then subscription id) turns overlapping filters into runs that
+        // merge into one delivery, in a deterministic order.
+        scratch.sort_unstable_by_key(|m| (m.key, m.opts.sub_id));
+        let mut matched = 0;
+        for run in scratch.chunk_by(|a, b| a.key == b.key) {
+            let Some(first) = run.first() else {
+                continue;
+            };
+            let granted = run
+                .iter()
+                .map(|m| m.opts.qos)
+                .max()
+                .unwrap_or(QoS::AtMostOnce);
+            let as_published = run.iter().any(|m| m.opts.retain_as_published);
+            let delivery = Delivery {
+                msg: Arc::clone(&msg),
+                qos: msg.qos.min(granted),
+                retain: msg.retain && as_published,
+                sub_ids: run.iter().filter_map(|m| m.opts.sub_id).collect(),
+            };
+            matched += 1;
+            if let Some(s) = self.sessions.get_mut(first.key) {
+                s.deliver(delivery, &self.config, &mut self.out, now);
+            }
+        }
+        self.scratch = scratch;
+        matched += self.route_shared(&msg, now);
+        if matched == 0 {
+            self.out.metrics.messages_dropped[msg.qos as usize] += 1;
+        }
+        matched
+    }
+
+    /// One delivery per matching shared group, to the member after the group's cursor that is
+    /// connected; if none is, a disconnected member's queue takes it (QoS>0 only).
+    fn route_shared(&mut self, msg: &Arc<Message>, now: Duration) -> usize {
+        let mut chosen = std::mem::take(&mut self.shared_scratch);
+        chosen.clear();
+        let sessions = &self.sessions;
+        let cursors = &mut self.shared_cursors;
+        let offline_ok = msg.qos > QoS::AtMostOnce;
+        self.shared.for_each_match(&msg.topic, |filter, entries| {
+            let mut next_group = entries.keys().next().map(|(g, _)| g.clone());
+            while let Some(group) = next_group.take() {
+                let lo = (group.clone(), SessionKey(0));
+                let hi = (group.clone(), SessionKey(u32::MAX));
+                let members = || entries.range(lo.clone()..=hi.clone());
+                let last = cursors.get(filter).and_then(|g| g.get(&*group)).copied();
+                let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.link.is_some());
+                let after = |k: SessionKey| last.is_none_or(|l| k > l);
+                let pick = members()
+                    .find(|((_, k), _)| after(*k) && online(*k))
+                    .or_else(|| members().find(|((_, k), _)| online(*k)))
+                    .or_else(|| {
+                        offline_ok
+                            .then(|| members().find(|((_, k), _)| after(*k)).or(members().next()))
+                            .flatten()
+                    });
+                if let Some((&(_, key), &opts)) = pick {
+                    chosen.push(Match { key, opts });
+                    match cursors.get_mut(filter) {
+                        Some(groups) => match groups.get_mut(&*group) {
+                            Some(cursor) => *cursor = key,
+                            None => {
+                                groups.insert(group.clone(), key);
+                            }
+                        },
+                        None => {
+                            let groups = [(group.clone(), key)].into_iter().collect();
+                            cursors.insert(filter.into(), groups);
+                        }
+                    }
+                }
+                next_group = entries
+                    .range((Bound::Excluded(hi), Bound::Unbounded))
+                    .next()
+                    .map(|((g, _), _)| g.clone());
+            }
+        });
+        let matched = chosen.len();
+        for m in &chosen {
+            let delivery = Delivery {
+                msg: Arc::clone(msg),
+                qos: msg.qos.min(m.opts.qos),
+                retain: msg.retain && m.opts.retain_as_published,
+                sub_ids: m.opts.sub_id.into_iter().collect(),
+            };
+            if let Some(s) = self.sessions.get_mut(m.key) {
+                s.deliver(delivery, &self.config, &mut self.out, now);
+            }
+        }
+        self.shared_scratch = chosen;
+        matched
+    }
+}

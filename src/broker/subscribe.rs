@@ -1,0 +1,143 @@
+//! SUBSCRIBE and UNSUBSCRIBE: validation, per-filter reason codes, the tries, and the retained
+//! messages a new subscription receives.
+//!
+//! Shared subscriptions (`$share/group/filter`) go to their own trie keyed by (group, session)
+//! and never receive retained messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+
+use super::session::{Delivery, Message, SessionKey, SubOptions};
+use super::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_filter};
+use super::{Broker, ConnId};
+use crate::codec::{
+    AckProperties, Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        conn: ConnId,
+        key: SessionKey,
+        sub: Subscribe,
+        now: Duration,
+    ) {
+        let levels = self.config.max_topic_levels;
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let v5 = session.protocol.is_v5();
+        let shared_no_local = sub.filters.iter().any(|(f, o)| {
+            o.no_local
+                && matches!(
+                    parse_subscription_filter(f, levels),
+                    Some(SubscriptionFilter::Shared { .. })
+                )
+        });
+        if sub.filters.is_empty()
+            || sub.properties.subscription_identifier == Some(0)
+            || shared_no_local
+        {
+            self.protocol_violation(conn, ReasonCode::ProtocolError, now);
+            return;
+        }
+        let invalid = if v5 {
+            ReasonCode::TopicFilterInvalid
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        let sub_id = sub.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut retained: Vec<(Arc<Message>, SubOptions)> = Vec::new();
+        for (filter, o) in &sub.filters {
+            let opts = SubOptions {
+                qos: o.qos.min(self.config.max_qos),
+                no_local: o.no_local,
+                retain_as_published: o.retain_as_published,
+                sub_id,
+            };
+            match parse_subscription_filter(filter, levels) {
+                Some(SubscriptionFilter::Plain(f)) if valid_topic_filter(f, levels) => {
+                    let existed = self.subscriptions.insert(f, key, opts).is_some();
+                    let wants_retained = match o.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendIfNew => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if wants_retained {
+                        self.collect_retained(f, opts, now, &mut retained);
+                    }
+                }
+                Some(SubscriptionFilter::Shared { group, filter: f }) => {
+                    self.shared.insert(f, (ByteString::from(group), key), opts);
+                }
+                _ => {
+                    codes.push(invalid);
+                    continue;
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.subscriptions.insert(filter.clone());
+            }
+            codes.push(ReasonCode::granted(opts.qos));
+        }
+        let ack = SubAck {
+            packet_id: sub.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: codes,
+        };
+        self.send(conn, Packet::SubAck(ack));
+        for (msg, opts) in retained {
+            let delivery = Delivery {
+                qos: msg.qos.min(opts.qos),
+                msg,
+                retain: true,
+                sub_ids: opts.sub_id.into_iter().collect(),
+            };
+            if let Some(s) = self.sessions.get_mut(key) {
+                s.deliver(delivery, &self.config, &mut self.out, now);
+            }
+        }
+    }
+
+    /// The unexpired retained messages matching `filter`; expired ones are dropped for good.
+    fn collect_retained(
+        &mut self,
+        filter: &str,
+        opts: SubOptions,
+        now: Duration,
+        into: &mut Vec<(Arc<Message>, SubOptions)>,
+    ) {
+        self.retained.retain_matching(filter, |_, msg| {
+            if msg.expired(now) {
+                return false;
+            }
+            into.push((Arc::clone(msg), opts));
+            true
+        });
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, conn: ConnId, key: SessionKey, unsub: Unsubscribe) {
+        let mut codes = Vec::with_capacity(unsub.filters.len());
+        for filter in &unsub.filters {
+            let existed = self
+                .sessions
+                .get_mut(key)
+                .is_some_and(|s| s.subscriptions.remove(&**filter));
+            if existed {
+                self.remove_subscription(key, filter);
+                codes.push(ReasonCode::Success);
+            } else {
+                codes.push(ReasonCode::NoSubscriptionExisted);
+            }
+        }
+        let ack = UnsubAck {
+            packet_id: unsub.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: codes,
+        };
+        self.send(conn, Packet::UnsubAck(ack));
+    }
+}
