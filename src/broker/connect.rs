@@ -37,7 +37,8 @@ impl Broker {
             assigned = Some(id.clone());
             id
         } else {
-            connect.client_id.clone()
+            // A copy, so the session does not pin the CONNECT frame.
+            ByteString::from(&*connect.client_id)
         };
         let requested_expiry = match (protocol.is_v5(), clean_start) {
             (true, _) => props.session_expiry_interval.unwrap_or(0),
@@ -339,7 +340,6 @@ impl Broker {
     /// Publishes a will as if its client had sent it.
     pub(super) fn publish_will(&mut self, will: LastWill, now: Duration) {
         let msg = Arc::new(Message::from_will(will, now));
-        self.out.metrics.messages_in[msg.qos as usize] += 1;
         self.store_retained(&msg);
         self.route(msg, None, now);
     }

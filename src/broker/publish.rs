@@ -9,6 +9,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytestring::ByteString;
+
 use super::session::{Delivery, Message, SessionKey, SubOptions};
 use super::topic::valid_topic_name;
 use super::{Broker, ConnId};
@@ -99,7 +101,8 @@ impl Broker {
                     None => return Err(ReasonCode::ProtocolError),
                 }
             } else {
-                c.client_aliases.insert(alias, p.topic.clone());
+                // A copy, so the alias table does not pin this whole frame (payload included).
+                c.client_aliases.insert(alias, ByteString::from(&*p.topic));
             }
         }
         if !valid_topic_name(&p.topic, cfg.max_topic_levels) {

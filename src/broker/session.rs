@@ -189,7 +189,8 @@ impl Link {
         }
         if self.aliases.len() < usize::from(self.alias_max) {
             let alias = self.aliases.len() as u16 + 1;
-            self.aliases.insert(p.topic.clone(), alias);
+            // A copy, so the alias table does not pin the publisher's whole frame.
+            self.aliases.insert(ByteString::from(&*p.topic), alias);
             p.properties.topic_alias = Some(alias);
         }
     }
@@ -291,7 +292,7 @@ impl Session {
             if d.qos == QoS::AtMostOnce {
                 out.dropped(d.qos);
             } else {
-                self.enqueue(d, cfg, out);
+                self.enqueue(d, cfg, out, now);
             }
             return;
         };
@@ -301,13 +302,23 @@ impl Session {
             return;
         }
         if !self.queue.is_empty() || self.inflight.len() >= self.window(cfg) {
-            self.enqueue(d, cfg, out);
+            self.enqueue(d, cfg, out, now);
             return;
         }
         self.send_new(d, out, now);
     }
 
-    fn enqueue(&mut self, d: Delivery, cfg: &BrokerConfig, out: &mut Outbox) {
+    fn enqueue(&mut self, d: Delivery, cfg: &BrokerConfig, out: &mut Outbox, now: Duration) {
+        if self.queue.len() >= cfg.max_queued_messages {
+            // Expired messages must not cost a fresh one its place.
+            self.queue.retain(|q| {
+                let expired = q.msg.expired(now);
+                if expired {
+                    out.dropped(q.qos);
+                }
+                !expired
+            });
+        }
         if self.queue.len() >= cfg.max_queued_messages {
             tracing::debug!(client_id = %self.client_id, "queue full, message dropped");
             out.dropped(d.qos);

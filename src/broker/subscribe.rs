@@ -79,7 +79,7 @@ impl Broker {
                 }
             }
             if let Some(s) = self.sessions.get_mut(key) {
-                s.subscriptions.insert(filter.clone());
+                s.subscriptions.insert(ByteString::from(&**filter));
             }
             codes.push(ReasonCode::granted(opts.qos));
         }

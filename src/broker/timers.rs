@@ -95,6 +95,8 @@ impl Broker {
             return;
         };
         s.resend_inflight(&mut self.out, now, Some(now.saturating_sub(interval)));
+        // Entries too large for the client were dropped: their slots go to queued messages.
+        s.pump(&self.config, &mut self.out, now);
         let next = s
             .inflight
             .oldest_send()

@@ -1,3 +1,5 @@
+//! Topic aliases in both directions.
+
 use super::*;
 
 fn aliased(topic: &str, alias: u16) -> Packet {

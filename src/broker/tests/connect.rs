@@ -1,3 +1,5 @@
+//! CONNECT, CONNACK, takeover, connection-level errors and metrics.
+
 use super::*;
 
 #[test]

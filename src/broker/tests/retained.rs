@@ -1,3 +1,5 @@
+//! Retained messages: store, clear, retain handling, retain-as-published, expiry.
+
 use super::*;
 
 fn retained(topic: &str, qos: QoS, payload: &'static [u8]) -> Packet {

@@ -1,3 +1,5 @@
+//! Persistent sessions: offline queues, resume, resend, expiry.
+
 use super::*;
 
 #[test]
@@ -195,4 +197,23 @@ fn queued_messages_beyond_window_wait_after_resume() {
     assert_eq!(h.publishes(s2).len(), 1);
     h.send(s2, puback(1));
     assert_eq!(h.publishes(s2).len(), 1);
+}
+
+#[test]
+fn full_offline_queue_makes_room_by_dropping_expired_messages() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_queued_messages: 1,
+        ..Default::default()
+    });
+    let p = h.connect("p");
+    let (s, _) = h.connect_with(v5_persistent("s", 100));
+    h.subscribe(s, "t", QoS::AtLeastOnce);
+    h.lose(s, ConnectionLoss::Io);
+    let mut short = publish("t", QoS::AtLeastOnce, Some(1), b"short");
+    short.properties.message_expiry_interval = Some(1);
+    h.send(p, Packet::Publish(short));
+    h.advance_secs(2);
+    h.publish(p, "t", QoS::AtLeastOnce, b"fresh");
+    let (s2, _) = h.connect_with(v5_persistent("s", 100));
+    assert_eq!(payloads(&h.publishes(s2)), [b"fresh"]);
 }

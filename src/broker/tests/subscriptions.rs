@@ -1,3 +1,5 @@
+//! Matching: overlapping filters, no-local, invalid filters, shared subscriptions.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! Wills (with delay), keepalive and shutdown.
+
 use super::*;
 
 /// A watcher subscribed to `will/#` and a client "c" with a will on `will/c`.
