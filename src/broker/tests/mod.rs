@@ -300,3 +300,9 @@ fn determinism_same_seed_same_actions() {
     assert!(first.len() > 20);
     assert_eq!(first, run());
 }
+
+#[test]
+fn broker_is_send_so_the_driver_can_move_it_into_a_task() {
+    fn is_send<T: Send>() {}
+    is_send::<Broker>();
+}
