@@ -9,11 +9,12 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 /// MQTT protocol level from CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Protocol {
     /// MQTT 3.1 (`MQIsdp`, level 3), still sent by some old clients.
     V31,
     /// MQTT 3.1.1 (`MQTT`, level 4).
+    #[default]
     V311,
     /// MQTT 5.0 (`MQTT`, level 5).
     V5,
@@ -205,12 +206,6 @@ pub struct Connect {
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
     pub properties: ConnectProperties,
-}
-
-impl Default for Protocol {
-    fn default() -> Self {
-        Protocol::V311
-    }
 }
 
 /// CONNECT properties (MQTT 5 §3.1.2.11).
