@@ -43,7 +43,9 @@ pub struct TopicTrie<K: Ord + Clone, D> {
 
 impl<K: Ord + Clone, D> Default for TopicTrie<K, D> {
     fn default() -> Self {
-        TopicTrie { _v: BTreeMap::new() }
+        TopicTrie {
+            _v: BTreeMap::new(),
+        }
     }
 }
 

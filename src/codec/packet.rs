@@ -9,11 +9,12 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 /// MQTT protocol level from CONNECT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Protocol {
     /// MQTT 3.1 (`MQIsdp`, level 3), still sent by some old clients.
     V31,
     /// MQTT 3.1.1 (`MQTT`, level 4).
+    #[default]
     V311,
     /// MQTT 5.0 (`MQTT`, level 5).
     V5,
@@ -207,12 +208,6 @@ pub struct Connect {
     pub properties: ConnectProperties,
 }
 
-impl Default for Protocol {
-    fn default() -> Self {
-        Protocol::V311
-    }
-}
-
 /// CONNECT properties (MQTT 5 §3.1.2.11).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnectProperties {
@@ -320,7 +315,10 @@ pub struct Ack {
 impl Ack {
     /// A success acknowledgement with no properties.
     pub fn new(packet_id: u16) -> Ack {
-        Ack { packet_id, ..Ack::default() }
+        Ack {
+            packet_id,
+            ..Ack::default()
+        }
     }
 }
 
@@ -391,7 +389,10 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with only a reason code.
     pub fn new(reason_code: ReasonCode) -> Disconnect {
-        Disconnect { reason_code, properties: DisconnectProperties::default() }
+        Disconnect {
+            reason_code,
+            properties: DisconnectProperties::default(),
+        }
     }
 }
 
