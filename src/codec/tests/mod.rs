@@ -1,1 +1,6 @@
-//! Codec tests.
+//! Codec tests: property-based round trips and robustness, exact wire forms, malformed input.
+
+mod malformed;
+mod roundtrip;
+mod strategies;
+mod wire_format;
