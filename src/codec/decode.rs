@@ -305,6 +305,11 @@ fn subscribe(r: &mut Reader, v5: bool) -> Result<Subscribe, DecodeError> {
     while !r.is_empty() {
         let filter = r.string()?;
         let options = subscription_options(r.u8()?, v5)?;
+        // A shared subscription would deliver a client's own messages back to it through the
+        // group anyway, so No Local makes no sense there (MQTT-3.8.3-4).
+        if options.no_local && filter.starts_with("$share/") {
+            return Err(DecodeError::Protocol("No Local on a shared subscription"));
+        }
         filters.push((filter, options));
     }
     if filters.is_empty() {

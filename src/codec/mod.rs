@@ -13,7 +13,11 @@
 //!   with an unknown level is `UnsupportedProtocol(level)`.
 //! - A CONNECT is encoded for its own `Connect::protocol`, whatever protocol is passed in.
 //! - AUTH does not exist before MQTT 5: for 3.1.x `encode` appends nothing and `encoded_len` is 0.
-//! - Topic filters are not validated here (the broker answers a bad filter in SUBACK/UNSUBACK).
+//! - Topic filters are not validated here (the broker answers a bad filter in SUBACK/UNSUBACK),
+//!   nor are rules that depend on direction or session state (a client sending Subscription
+//!   Identifiers in PUBLISH, Authentication Data without a method, a Response Topic with
+//!   wildcards): the broker owns those.
+//! - A non-minimal variable byte integer (e.g. `0x80 0x00`) is accepted, as mosquitto does.
 
 mod decode;
 mod encode;

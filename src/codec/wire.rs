@@ -43,14 +43,17 @@ impl Reader {
         }
     }
 
+    /// A byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         self.buf.try_get_u8().map_err(|_| SHORT)
     }
 
+    /// A big-endian two-byte integer.
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         self.buf.try_get_u16().map_err(|_| SHORT)
     }
 
+    /// A big-endian four-byte integer.
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         self.buf.try_get_u32().map_err(|_| SHORT)
     }
@@ -101,9 +104,13 @@ impl Reader {
 
 /// Where encoded bytes go: a real buffer, or a counter that only adds up their length.
 pub trait Sink {
+    /// One byte.
     fn put_u8(&mut self, v: u8);
+    /// A big-endian two-byte integer.
     fn put_u16(&mut self, v: u16);
+    /// A big-endian four-byte integer.
     fn put_u32(&mut self, v: u32);
+    /// Raw bytes, no length prefix.
     fn put_slice(&mut self, s: &[u8]);
 
     /// A variable byte integer. Values above `VARINT_MAX` cannot be represented; callers keep
