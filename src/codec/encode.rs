@@ -88,7 +88,7 @@ fn body<S: Sink>(packet: &Packet, protocol: Protocol, s: &mut S) {
 
 /// Writes `code` and the properties in MQTT 5's shortest form: nothing at all for Success
 /// without properties, the code alone when there are no properties and `props_optional`
-/// (acks and DISCONNECT; AUTH has only the empty short form), else both.
+/// (PUBACK..PUBCOMP), else both.
 fn reason_and_props<P: EncodeProps, S: Sink>(
     code: ReasonCode,
     props: &P,
@@ -220,8 +220,10 @@ fn unsuback<S: Sink>(a: &UnsubAck, v5: bool, s: &mut S) {
 }
 
 fn disconnect<S: Sink>(d: &Disconnect, v5: bool, s: &mut S) {
+    // The spec allows a code-only DISCONNECT, but some clients (rumqttc 0.25) cannot parse it;
+    // like mosquitto we always follow the code with the property length.
     if v5 {
-        reason_and_props(d.reason_code, &d.properties, true, s);
+        reason_and_props(d.reason_code, &d.properties, false, s);
     }
 }
 

@@ -12,6 +12,10 @@
 //!   `Malformed`. A CONNECT protocol name other than `MQTT`/`MQIsdp` is `Protocol`; a known name
 //!   with an unknown level is `UnsupportedProtocol(level)`.
 //! - A CONNECT is encoded for its own `Connect::protocol`, whatever protocol is passed in.
+//! - MQTT 5 PUBACK..PUBCOMP are written in their shortest form. DISCONNECT and AUTH are written
+//!   with length 0 for Success without properties, else with code AND property length: the
+//!   code-only DISCONNECT is legal but rumqttc cannot read it (mosquitto writes the same).
+//!   Every short form is accepted when decoding.
 //! - AUTH does not exist before MQTT 5: for 3.1.x `encode` appends nothing and `encoded_len` is 0.
 //! - Topic filters are not validated here (the broker answers a bad filter in SUBACK/UNSUBACK),
 //!   nor are rules that depend on direction or session state (a client sending Subscription

@@ -1,5 +1,6 @@
 //! Codec tests: property-based round trips and robustness, exact wire forms, malformed input.
 
+mod interop;
 mod malformed;
 mod roundtrip;
 mod strategies;

@@ -68,7 +68,12 @@ fn v5_disconnect_and_auth_with_length_zero_mean_success() {
     assert_eq!(encoded(&normal, Protocol::V5), [0xe0, 0x00]);
     assert_eq!(decoded(&[0xe0, 0x00], Protocol::V5), Ok(Some(normal)));
     let taken_over = Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver));
-    assert_eq!(encoded(&taken_over, Protocol::V5), [0xe0, 0x01, 0x8e]);
+    // Written with its property length (clients such as rumqttc need it), read either way.
+    assert_eq!(encoded(&taken_over, Protocol::V5), [0xe0, 0x02, 0x8e, 0x00]);
+    assert_eq!(
+        decoded(&[0xe0, 0x02, 0x8e, 0x00], Protocol::V5),
+        Ok(Some(taken_over.clone()))
+    );
     assert_eq!(
         decoded(&[0xe0, 0x01, 0x8e], Protocol::V5),
         Ok(Some(taken_over))
