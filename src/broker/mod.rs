@@ -19,11 +19,7 @@ pub struct ConnId(pub u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Encode `packet` with `protocol` onto the connection's write buffer.
-    Send {
-        conn: ConnId,
-        protocol: Protocol,
-        packet: Packet,
-    },
+    Send { conn: ConnId, protocol: Protocol, packet: Packet },
     /// Flush what was sent so far, then close the connection. No further actions name it.
     Close { conn: ConnId },
 }

@@ -43,9 +43,7 @@ pub struct TopicTrie<K: Ord + Clone, D> {
 
 impl<K: Ord + Clone, D> Default for TopicTrie<K, D> {
     fn default() -> Self {
-        TopicTrie {
-            _v: BTreeMap::new(),
-        }
+        TopicTrie { _v: BTreeMap::new() }
     }
 }
 
