@@ -11,8 +11,9 @@ use super::reason::{
 };
 use super::wire::Reader;
 use super::{
-    Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Protocol, Publish, QoS,
-    ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Ack, Auth, ConnAck, Connect, DecodeError, Disconnect, LastWill, Packet, Protocol, Publish,
+    PublishProperties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe,
 };
 
 /// Packet type numbers (fixed header high nibble).
@@ -263,7 +264,7 @@ fn publish(byte: u8, r: &mut Reader, v5: bool) -> Result<Publish, DecodeError> {
     } else {
         Some(packet_id(r)?)
     };
-    let properties: super::PublishProperties = if v5 {
+    let properties: PublishProperties = if v5 {
         read_props(r)?
     } else {
         Default::default()
