@@ -1,10 +1,44 @@
-//! MQTT 3.1.1 / 5.0 wire format: decode from `BytesMut`, encode into `BytesMut`. No I/O, no clock.
+//! MQTT 3.1 / 3.1.1 / 5.0 wire format: decode from `BytesMut`, encode into `BytesMut`. No I/O,
+//! no clock, never panics on bytes from the network.
 //!
-//! (API contract; the implementation lives in the submodules.)
+//! This file is the API contract; the work happens in the submodules: `wire` (data types),
+//! `properties` (MQTT 5 properties), `decode` and `encode` (packet bodies), `reason` (reason code
+//! tables and the 3.1.1 return code mappings).
+//!
+//! Choices the specs leave open, made here once:
+//! - An empty PUBLISH (or will) topic without a topic alias is `TopicNameInvalid` for every
+//!   protocol level (3.1.1 simply has no code to send for it).
+//! - A reason code byte the spec does not define, or does not allow for that packet type, is
+//!   `Malformed`. A CONNECT protocol name other than `MQTT`/`MQIsdp` is `Protocol`; a known name
+//!   with an unknown level is `UnsupportedProtocol(level)`.
+//! - A CONNECT is encoded for its own `Connect::protocol`, whatever protocol is passed in.
+//! - MQTT 5 PUBACK..PUBCOMP are written in their shortest form. DISCONNECT and AUTH are written
+//!   with length 0 for Success without properties, else with code AND property length: the
+//!   code-only DISCONNECT is legal but rumqttc cannot read it (mosquitto writes the same).
+//!   Every short form is accepted when decoding.
+//! - AUTH does not exist before MQTT 5: for 3.1.x `encode` appends nothing and `encoded_len` is 0.
+//! - Topic filters are not validated here (the broker answers a bad filter in SUBACK/UNSUBACK),
+//!   nor are rules that depend on direction or session state (a client sending Subscription
+//!   Identifiers in PUBLISH, Authentication Data without a method, a Response Topic with
+//!   wildcards): the broker owns those.
+//! - A non-minimal variable byte integer (e.g. `0x80 0x00`) is accepted, as mosquitto does.
 
+mod decode;
+mod encode;
 mod packet;
+mod properties;
+mod reason;
+mod wire;
+
+#[cfg(test)]
+mod tests;
 
 pub use packet::*;
+pub use reason::{
+    AUTH_CODES, CONNACK_CODES, DISCONNECT_CODES, PUBACK_CODES, PUBREL_CODES, SUBACK_CODES,
+    UNSUBACK_CODES, reason_from_v311_connack, reason_from_v311_suback, v311_connack_code,
+    v311_suback_code,
+};
 
 use bytes::BytesMut;
 
@@ -72,19 +106,45 @@ impl Decoder {
     /// Takes one complete packet off the front of `buf`. `Ok(None)` means more bytes are needed
     /// (nothing is consumed). A CONNECT sets the protocol used for the following packets.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let _ = buf;
-        unimplemented!("codec helper")
+        // Reject a wrong first packet, bad flags and oversize frames as soon as the header is
+        // readable, so a hostile length never makes us buffer anything.
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        decode::check_fixed_header(first, self.protocol)?;
+        let Some(header) = decode::fixed_header(buf)? else {
+            return Ok(None);
+        };
+        let total = header.total();
+        if total > self.max_packet_size {
+            return Err(DecodeError::TooLarge {
+                size: total,
+                max: self.max_packet_size,
+            });
+        }
+        if buf.len() < total {
+            return Ok(None);
+        }
+        let frame = buf.split_to(total).freeze();
+        let body = frame.slice(header.header_len..);
+        // Only a CONNECT gets past `check_fixed_header` while the protocol is unknown, and a
+        // CONNECT is parsed by the level it names, so the fallback is never consulted.
+        let protocol = self.protocol.unwrap_or(Protocol::V311);
+        let packet = decode::packet(first, body, protocol)?;
+        if let Packet::Connect(connect) = &packet {
+            self.protocol = Some(connect.protocol);
+        }
+        Ok(Some(packet))
     }
 }
 
 /// Appends `packet` encoded for `protocol` to `buf`. MQTT 5-only fields are dropped for 3.1.x.
+/// A CONNECT is encoded for its own `protocol` field; AUTH appends nothing for 3.1.x.
 pub fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) {
-    let _ = (packet, protocol, buf);
-    unimplemented!("codec helper")
+    encode::encode(packet, protocol, buf);
 }
 
 /// The number of bytes `encode` would append (to honour a peer's Maximum Packet Size).
 pub fn encoded_len(packet: &Packet, protocol: Protocol) -> usize {
-    let _ = (packet, protocol);
-    unimplemented!("codec helper")
+    encode::encoded_len(packet, protocol)
 }
