@@ -292,9 +292,7 @@ fn v5_subscriber_gets_user_properties() {
     );
 }
 
-// Needs `codec::encoded_len`, implemented on the codec branch: run after the merge.
 #[test]
-#[ignore = "needs codec::encoded_len (codec branch)"]
 fn publish_larger_than_client_maximum_packet_size_is_dropped() {
     let mut h = Harness::new();
     let p = h.connect("p");
