@@ -1,0 +1,1524 @@
+//! The node configuration: the flat `key = value` file format, its layering (defaults < file <
+//! `FLOCKMQ_*` environment < `--set`), value syntax, validation and error reporting.
+//!
+//! Owns parsing and checking only: it never opens sockets, never reads the clock, and never
+//! panics on user input. Every error names where the bad value came from (`FILE:LINE`,
+//! `env VAR` or `--set`) and the key.
+//!
+//! Value syntax: `#` starts a comment at the start of a line or after whitespace; values are
+//! trimmed and may be wrapped in double quotes; lists are comma separated; durations are an
+//! integer with `ms`, `s`, `m`, `h` or `d` (`0` alone is zero); booleans are `on/off/true/false`;
+//! sizes are bytes with an optional `B`, `KB`, `MB` or `GB` suffix (powers of 1024).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::broker::BrokerConfig;
+use crate::codec::QoS;
+
+/// Prefix of the environment variables that override keys (`FLOCKMQ_NODE__NAME`).
+pub const ENV_PREFIX: &str = "FLOCKMQ_";
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// A line of a config file.
+    File { path: PathBuf, line: usize },
+    /// An environment variable.
+    Env { var: String },
+    /// A `--set KEY=VALUE` argument (or `Config::from_pairs`).
+    Set,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env { var } => write!(f, "env {var}"),
+            Origin::Set => f.write_str("--set"),
+        }
+    }
+}
+
+/// Why a configuration was rejected; the node does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A bad key, value or combination of values.
+    #[error("{origin}: {key}: {why}")]
+    Invalid {
+        origin: Origin,
+        key: String,
+        why: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(origin: &Origin, key: &str, why: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: origin.clone(),
+            key: key.to_owned(),
+            why: why.into(),
+        }
+    }
+}
+
+/// The host part of a node name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeHost {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A DNS name (a turmoil host name in the simulation).
+    Dns(String),
+}
+
+impl fmt::Display for NodeHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeHost::Ip(ip) => write!(f, "{ip}"),
+            NodeHost::Dns(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A node's cluster identity `name@host`; ordered and compared by its canonical text, which is
+/// how `cluster status` sorts nodes. IPv6 hosts are canonically written without brackets.
+#[derive(Debug, Clone)]
+pub struct NodeName {
+    text: String,
+    name_len: usize,
+    host: NodeHost,
+}
+
+impl NodeName {
+    /// The part before `@`.
+    pub fn name(&self) -> &str {
+        self.text.get(..self.name_len).unwrap_or_default()
+    }
+
+    /// The part after `@`.
+    pub fn host(&self) -> &NodeHost {
+        &self.host
+    }
+
+    /// The canonical `name@host` text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for NodeName {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for NodeName {}
+impl PartialOrd for NodeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for NodeName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+impl std::hash::Hash for NodeName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl serde::Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+fn valid_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn parse_node_host(host: &str) -> Result<NodeHost, String> {
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or("unclosed '[' in host")?;
+        return match inner.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) => Ok(NodeHost::Ip(IpAddr::V6(ip))),
+            Err(_) => Err(format!("'{inner}' is not an IPv6 address")),
+        };
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(NodeHost::Ip(ip));
+    }
+    if host.contains(':') {
+        return Err(format!("'{host}' is not an IPv6 address"));
+    }
+    // A dotted all-numeric host that failed to parse as IPv4 is a typo, not a DNS name.
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("'{host}' is not an IPv4 address"));
+    }
+    if valid_dns_name(host) {
+        Ok(NodeHost::Dns(host.to_owned()))
+    } else {
+        Err(format!("'{host}' is not an IP address or DNS name"))
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NodeName, String> {
+        let (name, host) = s.split_once('@').ok_or("expected name@host")?;
+        if name.is_empty() {
+            return Err("empty name before '@'".into());
+        }
+        if name.len() > 255
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(format!(
+                "invalid name '{name}' (letters, digits, '_', '-', '.')"
+            ));
+        }
+        if host.is_empty() {
+            return Err("empty host after '@'".into());
+        }
+        let host = parse_node_host(host)?;
+        Ok(NodeName {
+            text: format!("{name}@{host}"),
+            name_len: name.len(),
+            host,
+        })
+    }
+}
+
+/// A seed of static discovery: a node name with an optional cluster port
+/// (`n1@10.0.0.1:4370`, `n1@[::1]:4370`); without one, `cluster.port` applies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeedNode {
+    /// The seed's node name.
+    pub node: NodeName,
+    /// Its cluster port if it differs from ours.
+    pub port: Option<u16>,
+}
+
+impl SeedNode {
+    /// The port to dial: the explicit one or the cluster default.
+    pub fn port_or(&self, default: u16) -> u16 {
+        self.port.unwrap_or(default)
+    }
+}
+
+impl fmt::Display for SeedNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.port, self.node.host()) {
+            (None, _) => write!(f, "{}", self.node),
+            (Some(port), NodeHost::Ip(IpAddr::V6(ip))) => {
+                write!(f, "{}@[{ip}]:{port}", self.node.name())
+            }
+            (Some(port), _) => write!(f, "{}:{port}", self.node),
+        }
+    }
+}
+
+impl FromStr for SeedNode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SeedNode, String> {
+        let (name, host) = s
+            .split_once('@')
+            .ok_or_else(|| format!("'{s}': expected name@host"))?;
+        let (host, port) = if let Some(rest) = host.strip_prefix('[') {
+            let (ip, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("'{s}': unclosed '['"))?;
+            match after {
+                "" => (ip, None),
+                _ => match after.strip_prefix(':') {
+                    Some(port) => (ip, Some(port)),
+                    None => return Err(format!("'{s}': expected ':PORT' after ']'")),
+                },
+            }
+        } else if host.matches(':').count() == 1 {
+            let (h, p) = host.split_once(':').unwrap_or((host, ""));
+            (h, Some(p))
+        } else {
+            (host, None)
+        };
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("'{s}': bad port '{p}'"))?,
+            ),
+        };
+        let node = format!("{name}@{host}")
+            .parse::<NodeName>()
+            .map_err(|e| format!("'{s}': {e}"))?;
+        Ok(SeedNode { node, port })
+    }
+}
+
+/// How a node finds the other members (`cluster.discovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discovery {
+    /// Only `flockmq ctl cluster join/leave`.
+    Manual,
+    /// Keep dialling `cluster.static.seeds`.
+    Static,
+    /// UDP multicast announces.
+    Mcast,
+}
+
+/// `node.*`: identity and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSection {
+    /// `node.name`: the cluster identity.
+    pub name: NodeName,
+    /// `node.cookie`: the shared secret of the cluster handshake.
+    pub cookie: String,
+    /// `node.data_dir`: where the member list is kept.
+    pub data_dir: PathBuf,
+    /// `node.seed`: RNG seed; `None` (`auto`) derives it from the node name.
+    pub seed: Option<u64>,
+}
+
+/// `listener.*`: client-facing sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSection {
+    /// `listener.tcp.bind`: the MQTT TCP listener (a bare port means 0.0.0.0:PORT).
+    pub tcp_bind: SocketAddr,
+}
+
+/// `admin.*`: the HTTP admin endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSection {
+    /// `admin.bind`: `None` (`off`) disables the endpoint.
+    pub bind: Option<SocketAddr>,
+    /// `admin.token`: bearer token required by every request when set.
+    pub token: Option<String>,
+}
+
+/// `cluster.mcast.*`: multicast discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McastSection {
+    /// `cluster.mcast.addr`: the multicast group.
+    pub addr: Ipv4Addr,
+    /// `cluster.mcast.ports`: every port announces go to.
+    pub ports: Vec<u16>,
+    /// `cluster.mcast.iface`: the interface to join on.
+    pub iface: Ipv4Addr,
+    /// `cluster.mcast.ttl`: hop limit.
+    pub ttl: u32,
+    /// `cluster.mcast.loop`: whether own datagrams loop back (they are ignored anyway).
+    pub loopback: bool,
+}
+
+/// `cluster.*`: membership and links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSection {
+    /// `cluster.name`: nodes of different clusters refuse to link.
+    pub name: String,
+    /// `cluster.port`: the inter-node TCP port.
+    pub port: u16,
+    /// `cluster.discovery`.
+    pub discovery: Discovery,
+    /// `cluster.static.seeds`.
+    pub static_seeds: Vec<SeedNode>,
+    /// `cluster.mcast.*`.
+    pub mcast: McastSection,
+    /// `cluster.heartbeat`: link heartbeat period; 3 missed = link dead.
+    pub heartbeat: Duration,
+    /// `cluster.autoheal`: rejoin split halves when the network heals.
+    pub autoheal: bool,
+    /// `cluster.autoclean`: forget a node stopped this long; `None` (`off`) never.
+    pub autoclean: Option<Duration>,
+}
+
+/// The whole validated configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `node.*`.
+    pub node: NodeSection,
+    /// `listener.*`.
+    pub listener: ListenerSection,
+    /// `admin.*`.
+    pub admin: AdminSection,
+    /// `cluster.*`.
+    pub cluster: ClusterSection,
+    /// `log.level`: a tracing filter (`info`, `flockmq=debug,warn`...); `RUST_LOG` wins over it.
+    pub log_level: String,
+    /// `mqtt.*`.
+    pub mqtt: BrokerConfig,
+}
+
+fn default_node_name() -> NodeName {
+    NodeName {
+        text: "flockmq@127.0.0.1".into(),
+        name_len: "flockmq".len(),
+        host: NodeHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            node: NodeSection {
+                name: default_node_name(),
+                cookie: "flockmqsecretcookie".into(),
+                data_dir: PathBuf::from("./data"),
+                seed: None,
+            },
+            listener: ListenerSection {
+                tcp_bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            },
+            admin: AdminSection {
+                bind: Some(SocketAddr::from(([127, 0, 0, 1], 18083))),
+                token: None,
+            },
+            cluster: ClusterSection {
+                name: "flockmq".into(),
+                port: 4370,
+                discovery: Discovery::Manual,
+                static_seeds: Vec::new(),
+                mcast: McastSection {
+                    addr: Ipv4Addr::new(239, 192, 0, 1),
+                    ports: vec![4369, 4370],
+                    iface: Ipv4Addr::UNSPECIFIED,
+                    ttl: 255,
+                    loopback: true,
+                },
+                heartbeat: Duration::from_secs(1),
+                autoheal: true,
+                autoclean: Some(Duration::from_secs(300)),
+            },
+            log_level: "info".into(),
+            mqtt: BrokerConfig::default(),
+        }
+    }
+}
+
+// ---- value syntax -------------------------------------------------------------------------
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("'{v}' is not a boolean (on/off/true/false)")),
+    }
+}
+
+fn render_bool(b: bool) -> String {
+    if b { "on" } else { "off" }.into()
+}
+
+fn split_number(v: &str) -> (&str, &str) {
+    let digits = v.bytes().take_while(u8::is_ascii_digit).count();
+    v.split_at(digits)
+}
+
+/// `500ms`, `5s`, `5m`, `1h`, `2d`, or `0`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("'{v}' is not a duration (e.g. 500ms, 5s, 5m, 1h)");
+    let (num, unit) = split_number(v);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" if n == 0 => 0,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{v}' is too long"))
+}
+
+/// The largest unit that expresses `d` exactly (so rendering round-trips).
+pub fn render_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, per) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// A whole number of seconds: a bare integer or a duration.
+fn parse_seconds(v: &str) -> Result<u64, String> {
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    let d = parse_duration(v)?;
+    if d.subsec_millis() != 0 {
+        return Err(format!("'{v}' is not a whole number of seconds"));
+    }
+    Ok(d.as_secs())
+}
+
+/// `1048576`, `64KB`, `1MB`, `1GB` (powers of 1024).
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let bad = || format!("'{v}' is not a size (e.g. 65536, 64KB, 1MB)");
+    let (num, unit) = split_number(v);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{v}' is too large"))
+}
+
+fn render_size(n: u64) -> String {
+    for (unit, per) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+        if n != 0 && n % per == 0 {
+            return format!("{}{unit}", n / per);
+        }
+    }
+    n.to_string()
+}
+
+fn parse_int<T>(v: &str, min: T, max: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("'{v}' is not an integer between {min} and {max}")),
+    }
+}
+
+fn parse_list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A socket address, or a bare port meaning all IPv4 interfaces.
+fn parse_bind(v: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = v.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    v.parse()
+        .map_err(|_| format!("'{v}' is not an address (IP:PORT, [IPv6]:PORT or PORT)"))
+}
+
+fn parse_ipv4(v: &str) -> Result<Ipv4Addr, String> {
+    v.parse()
+        .map_err(|_| format!("'{v}' is not an IPv4 address"))
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+fn parse_off<T>(v: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+fn render_off<T>(v: &Option<T>, render: impl Fn(&T) -> String) -> String {
+    v.as_ref().map_or_else(|| "off".into(), render)
+}
+
+fn parse_qos(v: &str) -> Result<QoS, String> {
+    v.parse::<u8>()
+        .ok()
+        .and_then(QoS::from_u8)
+        .ok_or_else(|| format!("'{v}' is not a QoS (0, 1 or 2)"))
+}
+
+/// The MQTT limit on a packet: 256 MB of payload plus the 5-byte fixed header.
+const MQTT_MAX_PACKET: u64 = 268_435_460;
+
+// ---- the key table ------------------------------------------------------------------------
+
+type Apply = fn(&mut Config, &str) -> Result<(), String>;
+type Render = fn(&Config) -> String;
+
+/// One configuration key: how to parse it into the `Config` and how to print it back.
+struct KeySpec {
+    key: &'static str,
+    apply: Apply,
+    render: Render,
+}
+
+/// Every key, sorted (the order `render` prints them in).
+static KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "admin.bind",
+        apply: |c, v| set(&mut c.admin.bind, parse_off(v, parse_bind)),
+        render: |c| render_off(&c.admin.bind, |a| a.to_string()),
+    },
+    KeySpec {
+        key: "admin.token",
+        apply: |c, v| {
+            set(
+                &mut c.admin.token,
+                Ok((!v.is_empty()).then(|| v.to_owned())),
+            )
+        },
+        render: |c| c.admin.token.clone().unwrap_or_default(),
+    },
+    KeySpec {
+        key: "cluster.autoclean",
+        apply: |c, v| set(&mut c.cluster.autoclean, parse_off(v, parse_duration)),
+        render: |c| render_off(&c.cluster.autoclean, |d| render_duration(*d)),
+    },
+    KeySpec {
+        key: "cluster.autoheal",
+        apply: |c, v| set(&mut c.cluster.autoheal, parse_bool(v)),
+        render: |c| render_bool(c.cluster.autoheal),
+    },
+    KeySpec {
+        key: "cluster.discovery",
+        apply: |c, v| {
+            c.cluster.discovery = match v {
+                "manual" => Discovery::Manual,
+                "static" => Discovery::Static,
+                "mcast" => Discovery::Mcast,
+                _ => return Err(format!("'{v}' is not one of manual, static, mcast")),
+            };
+            Ok(())
+        },
+        render: |c| {
+            match c.cluster.discovery {
+                Discovery::Manual => "manual",
+                Discovery::Static => "static",
+                Discovery::Mcast => "mcast",
+            }
+            .into()
+        },
+    },
+    KeySpec {
+        key: "cluster.heartbeat",
+        apply: |c, v| match parse_duration(v)? {
+            d if d.is_zero() => Err("must be longer than 0".into()),
+            d => set(&mut c.cluster.heartbeat, Ok(d)),
+        },
+        render: |c| render_duration(c.cluster.heartbeat),
+    },
+    KeySpec {
+        key: "cluster.mcast.addr",
+        apply: |c, v| match parse_ipv4(v)? {
+            ip if ip.is_multicast() => set(&mut c.cluster.mcast.addr, Ok(ip)),
+            _ => Err(format!("'{v}' is not a multicast address (224.0.0.0/4)")),
+        },
+        render: |c| c.cluster.mcast.addr.to_string(),
+    },
+    KeySpec {
+        key: "cluster.mcast.iface",
+        apply: |c, v| set(&mut c.cluster.mcast.iface, parse_ipv4(v)),
+        render: |c| c.cluster.mcast.iface.to_string(),
+    },
+    KeySpec {
+        key: "cluster.mcast.loop",
+        apply: |c, v| set(&mut c.cluster.mcast.loopback, parse_bool(v)),
+        render: |c| render_bool(c.cluster.mcast.loopback),
+    },
+    KeySpec {
+        key: "cluster.mcast.ports",
+        apply: |c, v| {
+            let ports = parse_list(v)
+                .map(|p| parse_int(p, 1u16, u16::MAX))
+                .collect::<Result<Vec<_>, _>>()?;
+            set(&mut c.cluster.mcast.ports, Ok(ports))
+        },
+        render: |c| join(&c.cluster.mcast.ports),
+    },
+    KeySpec {
+        key: "cluster.mcast.ttl",
+        apply: |c, v| set(&mut c.cluster.mcast.ttl, parse_int(v, 0, 255)),
+        render: |c| c.cluster.mcast.ttl.to_string(),
+    },
+    KeySpec {
+        key: "cluster.name",
+        apply: |c, v| set(&mut c.cluster.name, non_empty(v)),
+        render: |c| c.cluster.name.clone(),
+    },
+    KeySpec {
+        key: "cluster.port",
+        apply: |c, v| set(&mut c.cluster.port, parse_int(v, 1, u16::MAX)),
+        render: |c| c.cluster.port.to_string(),
+    },
+    KeySpec {
+        key: "cluster.static.seeds",
+        apply: |c, v| {
+            let seeds = parse_list(v)
+                .map(str::parse::<SeedNode>)
+                .collect::<Result<Vec<_>, _>>()?;
+            set(&mut c.cluster.static_seeds, Ok(seeds))
+        },
+        render: |c| join(&c.cluster.static_seeds),
+    },
+    KeySpec {
+        key: "listener.tcp.bind",
+        apply: |c, v| set(&mut c.listener.tcp_bind, parse_bind(v)),
+        render: |c| c.listener.tcp_bind.to_string(),
+    },
+    KeySpec {
+        key: "log.level",
+        apply: |c, v| match tracing_subscriber::EnvFilter::try_new(v) {
+            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(v.to_owned())),
+            _ => Err(format!(
+                "'{v}' is not a log filter (error, warn, info, debug, trace, or target=level,...)"
+            )),
+        },
+        render: |c| c.log_level.clone(),
+    },
+    KeySpec {
+        key: "mqtt.max_clientid_len",
+        apply: |c, v| set(&mut c.mqtt.max_client_id_len, parse_int(v, 23, 65535)),
+        render: |c| c.mqtt.max_client_id_len.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.max_inflight",
+        apply: |c, v| set(&mut c.mqtt.max_inflight, parse_int(v, 1, u16::MAX)),
+        render: |c| c.mqtt.max_inflight.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.max_packet_size",
+        apply: |c, v| match parse_size(v)? {
+            n @ 64..=MQTT_MAX_PACKET => set(&mut c.mqtt.max_packet_size, Ok(n as u32)),
+            _ => Err(format!(
+                "'{v}' is outside 64 bytes ..= {MQTT_MAX_PACKET} bytes"
+            )),
+        },
+        render: |c| render_size(u64::from(c.mqtt.max_packet_size)),
+    },
+    KeySpec {
+        key: "mqtt.max_qos",
+        apply: |c, v| set(&mut c.mqtt.max_qos, parse_qos(v)),
+        render: |c| (c.mqtt.max_qos as u8).to_string(),
+    },
+    KeySpec {
+        key: "mqtt.max_queued_messages",
+        apply: |c, v| set(&mut c.mqtt.max_queued_messages, parse_int(v, 0, usize::MAX)),
+        render: |c| c.mqtt.max_queued_messages.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.max_session_expiry",
+        apply: |c, v| {
+            if v == "infinity" {
+                return set(&mut c.mqtt.max_session_expiry, Ok(u32::MAX));
+            }
+            match u32::try_from(parse_seconds(v)?) {
+                Ok(s) if s < u32::MAX => set(&mut c.mqtt.max_session_expiry, Ok(s)),
+                _ => Err(format!("'{v}' is too long (use infinity)")),
+            }
+        },
+        render: |c| match c.mqtt.max_session_expiry {
+            u32::MAX => "infinity".into(),
+            s => render_duration(Duration::from_secs(u64::from(s))),
+        },
+    },
+    KeySpec {
+        key: "mqtt.max_topic_alias",
+        apply: |c, v| set(&mut c.mqtt.max_topic_alias, parse_int(v, 0, u16::MAX)),
+        render: |c| c.mqtt.max_topic_alias.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.max_topic_levels",
+        apply: |c, v| set(&mut c.mqtt.max_topic_levels, parse_int(v, 1, 65535)),
+        render: |c| c.mqtt.max_topic_levels.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.retain_available",
+        apply: |c, v| set(&mut c.mqtt.retain_available, parse_bool(v)),
+        render: |c| render_bool(c.mqtt.retain_available),
+    },
+    KeySpec {
+        key: "mqtt.retry_interval",
+        apply: |c, v| set(&mut c.mqtt.retry_interval, parse_duration(v)),
+        render: |c| render_duration(c.mqtt.retry_interval),
+    },
+    KeySpec {
+        key: "mqtt.server_keepalive",
+        apply: |c, v| {
+            let keepalive = parse_off(v, |v| {
+                u16::try_from(parse_seconds(v)?).map_err(|_| format!("'{v}' is longer than 65535s"))
+            })?;
+            set(&mut c.mqtt.server_keepalive, Ok(keepalive))
+        },
+        render: |c| {
+            render_off(&c.mqtt.server_keepalive, |s| {
+                render_duration(Duration::from_secs(u64::from(*s)))
+            })
+        },
+    },
+    KeySpec {
+        key: "node.cookie",
+        apply: |c, v| set(&mut c.node.cookie, non_empty(v)),
+        render: |c| c.node.cookie.clone(),
+    },
+    KeySpec {
+        key: "node.data_dir",
+        apply: |c, v| set(&mut c.node.data_dir, Ok(PathBuf::from(non_empty(v)?))),
+        render: |c| c.node.data_dir.display().to_string(),
+    },
+    KeySpec {
+        key: "node.name",
+        apply: |c, v| set(&mut c.node.name, v.parse()),
+        render: |c| c.node.name.to_string(),
+    },
+    KeySpec {
+        key: "node.seed",
+        apply: |c, v| {
+            let seed = if v == "auto" {
+                None
+            } else {
+                Some(parse_int(v, 0, u64::MAX)?)
+            };
+            set(&mut c.node.seed, Ok(seed))
+        },
+        render: |c| c.node.seed.map_or_else(|| "auto".into(), |s| s.to_string()),
+    },
+];
+
+/// Stores a parsed value (keeps the key table's closures one expression each).
+fn set<T>(slot: &mut T, value: Result<T, String>) -> Result<(), String> {
+    *slot = value?;
+    Ok(())
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_spec(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.key == key)
+}
+
+// ---- layering -----------------------------------------------------------------------------
+
+/// One `key = value` assignment and where it came from.
+struct Assignment {
+    key: &'static str,
+    value: String,
+    origin: Origin,
+}
+
+fn strip_quotes(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
+}
+
+/// Cuts a trailing comment: `#` at the start or after whitespace (so `a#b` stays a value).
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'#' && (i == 0 || bytes.get(i - 1).is_some_and(u8::is_ascii_whitespace)) {
+            return line.get(..i).unwrap_or_default();
+        }
+    }
+    line
+}
+
+fn assignment(key: &str, value: &str, origin: Origin) -> Result<Assignment, ConfigError> {
+    let spec = key_spec(key).ok_or_else(|| ConfigError::invalid(&origin, key, "unknown key"))?;
+    Ok(Assignment {
+        key: spec.key,
+        value: strip_quotes(value.trim()).to_owned(),
+        origin,
+    })
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<Vec<Assignment>, ConfigError> {
+    let mut out: Vec<Assignment> = Vec::new();
+    let mut first_line: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let origin = Origin::File {
+            path: path.to_owned(),
+            line,
+        };
+        let content = strip_comment(raw).trim();
+        if content.is_empty() {
+            continue;
+        }
+        let Some((key, value)) = content.split_once('=') else {
+            return Err(ConfigError::invalid(
+                &origin,
+                content,
+                "expected KEY = VALUE",
+            ));
+        };
+        let a = assignment(key.trim(), value, origin.clone())?;
+        if let Some(first) = first_line.insert(a.key, line) {
+            return Err(ConfigError::invalid(
+                &origin,
+                a.key,
+                format!("duplicate key (first set on line {first})"),
+            ));
+        }
+        out.push(a);
+    }
+    Ok(out)
+}
+
+fn env_assignments(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Assignment>, ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(var, _)| var.starts_with(ENV_PREFIX))
+        .collect();
+    // Report the same first error whatever order the OS lists variables in.
+    vars.sort();
+    vars.into_iter()
+        .map(|(var, value)| {
+            let key = var
+                .get(ENV_PREFIX.len()..)
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            assignment(&key, &value, Origin::Env { var })
+        })
+        .collect()
+}
+
+fn set_assignment(arg: &str) -> Result<Assignment, ConfigError> {
+    let Some((key, value)) = arg.split_once('=') else {
+        return Err(ConfigError::invalid(
+            &Origin::Set,
+            arg.trim(),
+            "expected KEY=VALUE",
+        ));
+    };
+    assignment(key.trim(), value, Origin::Set)
+}
+
+impl Config {
+    /// Builds the effective config: defaults, then the file, then `FLOCKMQ_*` variables of `env`,
+    /// then `sets` (`KEY=VALUE`), each layer overriding the previous one.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut layers = Vec::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            layers.extend(parse_file(&text, path)?);
+        }
+        layers.extend(env_assignments(env)?);
+        for arg in sets {
+            layers.push(set_assignment(arg)?);
+        }
+        Config::from_assignments(layers)
+    }
+
+    /// A config from defaults plus `(key, value)` pairs (tests and embedders).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let layers = pairs
+            .iter()
+            .map(|(k, v)| assignment(k, v, Origin::Set))
+            .collect::<Result<Vec<_>, _>>()?;
+        Config::from_assignments(layers)
+    }
+
+    fn from_assignments(layers: Vec<Assignment>) -> Result<Config, ConfigError> {
+        // Only the winning value of each key is parsed: a bad file value fixed by --set is fine.
+        let mut winners: BTreeMap<&'static str, Assignment> = BTreeMap::new();
+        for a in layers {
+            winners.insert(a.key, a);
+        }
+        let mut config = Config::default();
+        for a in winners.values() {
+            if let Some(spec) = key_spec(a.key) {
+                (spec.apply)(&mut config, &a.value)
+                    .map_err(|why| ConfigError::invalid(&a.origin, a.key, why))?;
+            }
+        }
+        let origin_of = |key: &str| {
+            winners
+                .get(key)
+                .map_or(Origin::Default, |a| a.origin.clone())
+        };
+        config.validate(origin_of)?;
+        Ok(config)
+    }
+
+    /// Rules that involve more than one key.
+    fn validate(&self, origin_of: impl Fn(&str) -> Origin) -> Result<(), ConfigError> {
+        if self.cluster.discovery == Discovery::Static && self.cluster.static_seeds.is_empty() {
+            let key = "cluster.discovery";
+            return Err(ConfigError::invalid(
+                &origin_of(key),
+                key,
+                "static discovery needs cluster.static.seeds",
+            ));
+        }
+        if self.cluster.discovery == Discovery::Mcast && self.cluster.mcast.ports.is_empty() {
+            let key = "cluster.mcast.ports";
+            return Err(ConfigError::invalid(
+                &origin_of(key),
+                key,
+                "multicast discovery needs at least one port",
+            ));
+        }
+        let unprotected = |b: &SocketAddr| !b.ip().is_loopback() && self.admin.token.is_none();
+        if let Some(bind) = self.admin.bind.filter(unprotected) {
+            let key = "admin.bind";
+            return Err(ConfigError::invalid(
+                &origin_of(key),
+                key,
+                format!("{bind} is not loopback: set admin.token (or admin.bind = 127.0.0.1:PORT)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The limits handed to the broker core.
+    pub fn broker_config(&self) -> BrokerConfig {
+        self.mqtt.clone()
+    }
+
+    /// The seed of the node's RNGs: `node.seed`, or a fixed hash (FNV-1a) of the node name, so a
+    /// node behaves the same on every run and two nodes never share a seed by accident.
+    pub fn rng_seed(&self) -> u64 {
+        self.node
+            .seed
+            .unwrap_or_else(|| fnv1a(self.node.name.as_str().as_bytes()))
+    }
+
+    /// The effective config as sorted `key = value` lines (what `check-config` prints); parsing
+    /// it back yields the same config.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for spec in KEYS {
+            let line = format!("{} = {}", spec.key, (spec.render)(self));
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+/// FNV-1a, 64 bit: a hash that is the same on every platform and every run.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        match Config::from_pairs(pairs) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn file_err(text: &str) -> String {
+        let path = Path::new("flockmq.conf");
+        match parse_file(text, path).and_then(Config::from_assignments) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn file_config(text: &str) -> Config {
+        parse_file(text, Path::new("f.conf"))
+            .and_then(Config::from_assignments)
+            .unwrap()
+    }
+
+    #[test]
+    fn embedded_default_runs_one_node_with_loopback_admin() {
+        let c = Config::load(None, Vec::new(), &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listener.tcp_bind, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(c.admin.bind, Some("127.0.0.1:18083".parse().unwrap()));
+        assert_eq!(c.node.name.as_str(), "flockmq@127.0.0.1");
+        assert_eq!(c.cluster.discovery, Discovery::Manual);
+        assert_eq!(c.cluster.mcast.ports, vec![4369, 4370]);
+        assert_eq!(c.broker_config(), BrokerConfig::default());
+    }
+
+    #[test]
+    fn default_node_name_matches_its_parse() {
+        let parsed: NodeName = "flockmq@127.0.0.1".parse().unwrap();
+        assert_eq!(parsed, default_node_name());
+        assert_eq!(parsed.name(), default_node_name().name());
+        assert_eq!(parsed.host(), default_node_name().host());
+    }
+
+    #[test]
+    fn keys_are_sorted_and_unique() {
+        assert!(KEYS.windows(2).all(|w| w[0].key < w[1].key));
+    }
+
+    #[test]
+    fn render_round_trips_through_the_parser() {
+        let c = Config::from_pairs(&[
+            ("node.name", "n1@[::1]"),
+            ("cluster.discovery", "static"),
+            (
+                "cluster.static.seeds",
+                "n1@10.0.0.1, n2@host-b.example:4371, n3@[fe80::1]:4372",
+            ),
+            ("admin.bind", "0.0.0.0:18083"),
+            ("admin.token", "s3cret"),
+            ("mqtt.server_keepalive", "90"),
+            ("mqtt.max_session_expiry", "2h"),
+            ("mqtt.retry_interval", "1500ms"),
+            ("cluster.autoclean", "off"),
+            ("node.seed", "42"),
+        ])
+        .unwrap();
+        let rendered = c.render();
+        let again = file_config(&rendered);
+        assert_eq!(again, c);
+        assert_eq!(Config::default(), file_config(&Config::default().render()));
+        assert!(rendered.contains("mqtt.server_keepalive = 90s\n"));
+        assert!(rendered.contains("mqtt.max_session_expiry = 2h\n"));
+        assert!(rendered.contains("mqtt.max_packet_size = 1MB\n"));
+        assert!(rendered.contains(
+            "cluster.static.seeds = n1@10.0.0.1, n2@host-b.example:4371, n3@[fe80::1]:4372\n"
+        ));
+        let keys: Vec<&str> = rendered
+            .lines()
+            .map(|l| l.split(" = ").next().unwrap_or(""))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn comments_whole_line_and_trailing_after_whitespace() {
+        let c = file_config(
+            "# a comment\n   # indented comment\n\nnode.cookie = abc#def # trailing\ncluster.name=edge   #x\n",
+        );
+        assert_eq!(c.node.cookie, "abc#def");
+        assert_eq!(c.cluster.name, "edge");
+    }
+
+    #[test]
+    fn values_are_trimmed_and_quotes_stripped() {
+        let c = file_config("  node.name   =   \"n1@127.0.0.2\"   \n log.level=debug\t\n");
+        assert_eq!(c.node.name.as_str(), "n1@127.0.0.2");
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn line_without_equals_names_file_and_line() {
+        assert_eq!(
+            file_err("# ok\nnode.name n1@h\n"),
+            "flockmq.conf:2: node.name n1@h: expected KEY = VALUE"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        assert_eq!(
+            file_err("node.name = a@b\nnode.nmae = x\n"),
+            "flockmq.conf:2: node.nmae: unknown key"
+        );
+        assert_eq!(err(&[("bogus", "1")]), "--set: bogus: unknown key");
+    }
+
+    #[test]
+    fn duplicate_key_in_a_file_is_an_error() {
+        assert_eq!(
+            file_err("cluster.port = 1\n\ncluster.port = 2\n"),
+            "flockmq.conf:3: cluster.port: duplicate key (first set on line 1)"
+        );
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_key() {
+        assert_eq!(
+            file_err("cluster.heartbeat = 5 s\n"),
+            "flockmq.conf:1: cluster.heartbeat: '5 s' is not a duration (e.g. 500ms, 5s, 5m, 1h)"
+        );
+    }
+
+    #[test]
+    fn durations_accept_ms_s_m_h_and_reject_bare_numbers() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert_eq!(render_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(render_duration(Duration::from_secs(7200)), "2h");
+        assert!(err(&[("cluster.heartbeat", "0s")]).contains("must be longer than 0"));
+    }
+
+    #[test]
+    fn sizes_accept_units_and_plain_bytes() {
+        assert_eq!(parse_size("1MB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KB"), Ok(64 << 10));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("1000B"), Ok(1000));
+        assert!(parse_size("1TB").is_err());
+        assert!(parse_size("MB").is_err());
+        let c = Config::from_pairs(&[("mqtt.max_packet_size", "64KB")]).unwrap();
+        assert_eq!(c.mqtt.max_packet_size, 65536);
+        assert!(
+            err(&[("mqtt.max_packet_size", "1GB")])
+                .starts_with("--set: mqtt.max_packet_size: '1GB' is outside")
+        );
+    }
+
+    #[test]
+    fn booleans_accept_on_off_true_false() {
+        for (v, b) in [
+            ("on", true),
+            ("off", false),
+            ("true", true),
+            ("false", false),
+            ("ON", true),
+        ] {
+            assert_eq!(
+                Config::from_pairs(&[("cluster.autoheal", v)])
+                    .unwrap()
+                    .cluster
+                    .autoheal,
+                b
+            );
+        }
+        assert!(err(&[("cluster.autoheal", "yes")]).contains("is not a boolean"));
+    }
+
+    #[test]
+    fn lists_are_comma_separated_and_trimmed() {
+        let c = Config::from_pairs(&[("cluster.mcast.ports", " 5000 ,5001,, 5002 ")]).unwrap();
+        assert_eq!(c.cluster.mcast.ports, vec![5000, 5001, 5002]);
+        assert!(err(&[("cluster.mcast.ports", "5000,x")]).contains("'x' is not an integer"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_set_overrides_env() {
+        let dir = std::env::temp_dir().join(format!("flockmq-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.conf");
+        std::fs::write(
+            &path,
+            "node.name = file@127.0.0.1\ncluster.name = fromfile\nmqtt.max_inflight = 10\n",
+        )
+        .unwrap();
+        let env = vec![
+            (
+                "FLOCKMQ_NODE__NAME".to_string(),
+                "env@127.0.0.1".to_string(),
+            ),
+            ("FLOCKMQ_MQTT__MAX_INFLIGHT".to_string(), "20".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        let c = Config::load(Some(&path), env, &["mqtt.max_inflight=30".into()]).unwrap();
+        assert_eq!(c.node.name.as_str(), "env@127.0.0.1");
+        assert_eq!(c.cluster.name, "fromfile");
+        assert_eq!(c.mqtt.max_inflight, 30);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_file_value_overridden_later_is_not_an_error() {
+        let path = Path::new("x.conf");
+        let mut layers = parse_file("cluster.port = nope\n", path).unwrap();
+        layers.push(set_assignment("cluster.port=4444").unwrap());
+        assert_eq!(Config::from_assignments(layers).unwrap().cluster.port, 4444);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let env = vec![("FLOCKMQ_CLUSTER__PORT".to_string(), "0".to_string())];
+        let e = Config::load(None, env, &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "env FLOCKMQ_CLUSTER__PORT: cluster.port: '0' is not an integer between 1 and 65535"
+        );
+        let env = vec![("FLOCKMQ_NOPE".to_string(), "1".to_string())];
+        assert_eq!(
+            Config::load(None, env, &[]).unwrap_err().to_string(),
+            "env FLOCKMQ_NOPE: nope: unknown key"
+        );
+    }
+
+    #[test]
+    fn set_without_equals_is_an_error() {
+        let e = Config::load(None, Vec::new(), &["node.name".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--set: node.name: expected KEY=VALUE");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = Config::load(
+            Some(Path::new("/nonexistent/flockmq.conf")),
+            Vec::new(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/flockmq.conf: cannot read:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn static_discovery_without_seeds_is_a_conflict() {
+        assert_eq!(
+            file_err("cluster.discovery = static\n"),
+            "flockmq.conf:1: cluster.discovery: static discovery needs cluster.static.seeds"
+        );
+        let c = Config::from_pairs(&[
+            ("cluster.discovery", "static"),
+            ("cluster.static.seeds", "a@b"),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster.static_seeds.len(), 1);
+        assert!(
+            err(&[("cluster.discovery", "gossip")]).contains("not one of manual, static, mcast")
+        );
+    }
+
+    #[test]
+    fn mcast_discovery_needs_ports_and_a_multicast_group() {
+        assert!(
+            err(&[("cluster.discovery", "mcast"), ("cluster.mcast.ports", "")])
+                .contains("at least one port")
+        );
+        assert!(err(&[("cluster.mcast.addr", "10.0.0.1")]).contains("not a multicast address"));
+        assert!(err(&[("cluster.mcast.ttl", "256")]).contains("between 0 and 255"));
+    }
+
+    #[test]
+    fn non_loopback_admin_requires_a_token() {
+        assert_eq!(
+            err(&[("admin.bind", "0.0.0.0:18083")]),
+            "--set: admin.bind: 0.0.0.0:18083 is not loopback: set admin.token (or admin.bind = 127.0.0.1:PORT)"
+        );
+        let c =
+            Config::from_pairs(&[("admin.bind", "0.0.0.0:18083"), ("admin.token", "t")]).unwrap();
+        assert_eq!(c.admin.token.as_deref(), Some("t"));
+        let c = Config::from_pairs(&[("admin.bind", "[::1]:18083")]).unwrap();
+        assert!(c.admin.token.is_none());
+        assert_eq!(
+            Config::from_pairs(&[("admin.bind", "off")])
+                .unwrap()
+                .admin
+                .bind,
+            None
+        );
+    }
+
+    #[test]
+    fn bind_accepts_a_bare_port() {
+        let c = Config::from_pairs(&[("listener.tcp.bind", "1884")]).unwrap();
+        assert_eq!(c.listener.tcp_bind, "0.0.0.0:1884".parse().unwrap());
+        assert!(err(&[("listener.tcp.bind", "localhost:1883")]).contains("is not an address"));
+    }
+
+    #[test]
+    fn node_names_accept_ipv4_ipv6_and_dns_hosts() {
+        let n: NodeName = "n1@127.0.0.2".parse().unwrap();
+        assert_eq!(
+            (n.name(), n.host()),
+            ("n1", &NodeHost::Ip("127.0.0.2".parse().unwrap()))
+        );
+        let n: NodeName = "n1@[::1]".parse().unwrap();
+        assert_eq!(n.as_str(), "n1@::1");
+        assert_eq!(n, "n1@::1".parse().unwrap());
+        let n: NodeName = "emqx_1.a-b@broker-1.example.com".parse().unwrap();
+        assert_eq!(n.host(), &NodeHost::Dns("broker-1.example.com".into()));
+        assert_eq!(
+            "n1@n1".parse::<NodeName>().unwrap().host(),
+            &NodeHost::Dns("n1".into())
+        );
+    }
+
+    #[test]
+    fn node_names_reject_malformed_input() {
+        for bad in [
+            "noat",
+            "@host",
+            "name@",
+            "na me@host",
+            "n@host_name",
+            "n@-host",
+            "n@host-",
+            "n@a..b",
+            "n@300.1.1.1",
+            "n@[::1",
+            "n@[not-v6]",
+            "n@1:2",
+            "n@h@h",
+        ] {
+            assert!(bad.parse::<NodeName>().is_err(), "{bad} should be rejected");
+        }
+        assert!(
+            err(&[("node.name", "flockmq")]).starts_with("--set: node.name: expected name@host")
+        );
+    }
+
+    #[test]
+    fn seeds_take_optional_ports() {
+        let s: SeedNode = "n2@127.0.0.2:4371".parse().unwrap();
+        assert_eq!((s.node.as_str(), s.port), ("n2@127.0.0.2", Some(4371)));
+        let s: SeedNode = "n2@[::1]:4371".parse().unwrap();
+        assert_eq!((s.node.as_str(), s.port_or(4370)), ("n2@::1", 4371));
+        let s: SeedNode = "n2@::1".parse().unwrap();
+        assert_eq!((s.node.as_str(), s.port_or(4370)), ("n2@::1", 4370));
+        let s: SeedNode = "n3@n3".parse().unwrap();
+        assert_eq!(s.port, None);
+        assert!("n2@h:99999".parse::<SeedNode>().is_err());
+        assert!("n2@[::1]x".parse::<SeedNode>().is_err());
+    }
+
+    #[test]
+    fn mqtt_keys_map_onto_broker_config() {
+        let c = Config::from_pairs(&[
+            ("mqtt.max_packet_size", "512KB"),
+            ("mqtt.max_inflight", "64"),
+            ("mqtt.max_queued_messages", "5000"),
+            ("mqtt.max_topic_levels", "16"),
+            ("mqtt.max_topic_alias", "0"),
+            ("mqtt.max_session_expiry", "1h"),
+            ("mqtt.retain_available", "off"),
+            ("mqtt.max_qos", "1"),
+            ("mqtt.server_keepalive", "60s"),
+            ("mqtt.max_clientid_len", "128"),
+            ("mqtt.retry_interval", "30s"),
+        ])
+        .unwrap();
+        let b = c.broker_config();
+        assert_eq!(b.max_packet_size, 512 * 1024);
+        assert_eq!(b.max_inflight, 64);
+        assert_eq!(b.max_queued_messages, 5000);
+        assert_eq!(b.max_topic_levels, 16);
+        assert_eq!(b.max_topic_alias, 0);
+        assert_eq!(b.max_session_expiry, 3600);
+        assert!(!b.retain_available);
+        assert_eq!(b.max_qos, QoS::AtLeastOnce);
+        assert_eq!(b.server_keepalive, Some(60));
+        assert_eq!(b.max_client_id_len, 128);
+        assert_eq!(b.retry_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn mqtt_limits_reject_out_of_range_values() {
+        assert!(err(&[("mqtt.max_inflight", "0")]).contains("between 1 and 65535"));
+        assert!(err(&[("mqtt.max_qos", "3")]).contains("is not a QoS"));
+        assert!(err(&[("mqtt.max_clientid_len", "10")]).contains("between 23 and 65535"));
+        assert!(err(&[("mqtt.server_keepalive", "100000")]).contains("longer than 65535s"));
+        assert!(err(&[("mqtt.max_session_expiry", "1500ms")]).contains("whole number of seconds"));
+        let c = Config::from_pairs(&[
+            ("mqtt.server_keepalive", "off"),
+            ("mqtt.max_session_expiry", "infinity"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.mqtt.server_keepalive, c.mqtt.max_session_expiry),
+            (None, u32::MAX)
+        );
+    }
+
+    #[test]
+    fn log_level_must_be_a_filter() {
+        assert_eq!(
+            Config::from_pairs(&[("log.level", "flockmq=debug,warn")])
+                .unwrap()
+                .log_level,
+            "flockmq=debug,warn"
+        );
+        assert!(err(&[("log.level", "")]).contains("is not a log filter"));
+        assert!(err(&[("log.level", "a=b=c")]).contains("is not a log filter"));
+    }
+
+    #[test]
+    fn empty_required_strings_are_errors() {
+        assert!(err(&[("node.cookie", "")]).contains("must not be empty"));
+        assert!(err(&[("cluster.name", "  ")]).contains("must not be empty"));
+    }
+
+    #[test]
+    fn rng_seed_is_explicit_or_a_stable_hash_of_the_name() {
+        let a = Config::from_pairs(&[("node.name", "n1@n1")]).unwrap();
+        let b = Config::from_pairs(&[("node.name", "n2@n2")]).unwrap();
+        assert_eq!(a.rng_seed(), fnv1a(b"n1@n1"));
+        assert_ne!(a.rng_seed(), b.rng_seed());
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(
+            Config::from_pairs(&[("node.seed", "7")])
+                .unwrap()
+                .rng_seed(),
+            7
+        );
+    }
+}

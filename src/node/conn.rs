@@ -1,0 +1,291 @@
+//! The socket side of the node: the accept loop and, per connection, a reader task (bytes ->
+//! packets -> one event per read) and a writer task (chunks -> socket).
+//!
+//! These tasks hold no protocol state and never decide anything: every decision is the broker
+//! task's. They never read the clock except through tokio timers.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::Instrument;
+
+use super::core::Wire;
+use super::driver::Event;
+use crate::broker::{ConnId, ConnectionLoss};
+use crate::net::Net;
+
+/// Bytes asked of each read; a read that yields more packets is decoded in one go.
+const READ_CHUNK: usize = 8 * 1024;
+/// Chunks written with one vectored write.
+const MAX_IOSLICES: usize = 64;
+/// Back-off after a failed accept (e.g. out of file descriptors) so we do not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What the broker task tells a writer.
+#[derive(Debug)]
+pub(crate) enum WriterMsg {
+    /// Bytes to write, encoded in one batch of the broker task.
+    Data(Bytes),
+    /// Flush everything before this, then shut the socket down.
+    Close,
+}
+
+/// State shared by a connection's reader, writer and the broker task.
+#[derive(Debug, Default)]
+pub(crate) struct ConnShared {
+    /// Bytes handed to the writer and not yet written: the slow-consumer measure.
+    pub(crate) queued: AtomicUsize,
+    /// Wakes the writer to drop everything and go (slow consumer).
+    pub(crate) abort: Notify,
+    /// Wakes the reader to stop reading (connection closed on our side).
+    pub(crate) stop_reader: Notify,
+    /// Set by the writer on an I/O error so the woken reader reports the loss.
+    pub(crate) writer_failed: AtomicBool,
+}
+
+/// The broker task's end of one connection.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(crate) tx: mpsc::UnboundedSender<WriterMsg>,
+    pub(crate) shared: Arc<ConnShared>,
+}
+
+/// Everything the accept loop needs.
+pub(crate) struct Acceptor<N: Net, W> {
+    pub(crate) net: N,
+    pub(crate) listener: N::TcpListener,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) stop: watch::Receiver<bool>,
+    /// Cloned into every connection task; shutdown waits until all clones are gone.
+    pub(crate) alive: mpsc::Sender<()>,
+    pub(crate) max_packet_size: usize,
+    pub(crate) node_span: tracing::Span,
+    pub(crate) wire: PhantomData<W>,
+}
+
+impl<N: Net, W: Wire> Acceptor<N, W> {
+    /// Accepts until told to stop or the broker task is gone; dropping the listener on return
+    /// closes the port.
+    pub(crate) async fn run(mut self) {
+        let mut next_id: u64 = 0;
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = self.stop.changed() => break,
+                accepted = self.net.accept(&self.listener) => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(ok) => ok,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            next_id += 1;
+            let conn = ConnId(next_id);
+            if !self.open(conn, peer, stream).await {
+                break;
+            }
+        }
+        tracing::debug!("stopped accepting MQTT connections");
+    }
+
+    /// Registers the connection with the broker task, then spawns its reader and writer.
+    /// False if the broker task is gone.
+    async fn open(&self, conn: ConnId, peer: SocketAddr, stream: N::TcpStream) -> bool {
+        let span = tracing::debug_span!(parent: &self.node_span, "conn", conn = conn.0, %peer);
+        let shared = Arc::new(ConnShared::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            tx,
+            shared: Arc::clone(&shared),
+        };
+        // Sent before the reader exists, so Opened precedes the connection's packets.
+        if self
+            .events
+            .send(Event::Opened { conn, outbox })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let (read_half, write_half) = tokio::io::split(stream);
+        tokio::spawn(
+            write_loop(write_half, rx, Arc::clone(&shared), self.alive.clone())
+                .instrument(span.clone()),
+        );
+        let reader = Reader::<W> {
+            conn,
+            decoder: W::decoder(self.max_packet_size),
+            events: self.events.clone(),
+            shared,
+            _alive: self.alive.clone(),
+        };
+        tokio::spawn(reader.run(read_half).instrument(span));
+        tracing::debug!(parent: &self.node_span, conn = conn.0, %peer, "connection accepted");
+        true
+    }
+}
+
+/// The read side of one connection.
+struct Reader<W: Wire> {
+    conn: ConnId,
+    decoder: W::Decoder,
+    events: mpsc::Sender<Event>,
+    shared: Arc<ConnShared>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl<W: Wire> Reader<W> {
+    async fn run<R: AsyncRead + Unpin>(mut self, mut socket: R) {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            buf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                biased;
+                () = self.shared.stop_reader.notified() => {
+                    if self.shared.writer_failed.load(Ordering::Acquire) {
+                        self.lost(ConnectionLoss::Io).await;
+                    }
+                    return;
+                }
+                read = socket.read_buf(&mut buf) => read,
+            };
+            let bytes = match read {
+                Ok(0) => {
+                    tracing::debug!("peer closed the connection");
+                    return self.lost(ConnectionLoss::Io).await;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed");
+                    return self.lost(ConnectionLoss::Io).await;
+                }
+            };
+            let mut packets = Vec::new();
+            let failure = loop {
+                match W::decode(&mut self.decoder, &mut buf) {
+                    Ok(Some(packet)) => packets.push(packet),
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            let event = Event::Packets {
+                conn: self.conn,
+                packets,
+                bytes,
+            };
+            if self.events.send(event).await.is_err() {
+                return;
+            }
+            if let Some(e) = failure {
+                tracing::debug!(error = %e, "undecodable bytes");
+                // The broker answers (DISCONNECT / CONNACK with the reason) and closes.
+                return self.lost(ConnectionLoss::Decode(e)).await;
+            }
+        }
+    }
+
+    async fn lost(&self, why: ConnectionLoss) {
+        // If the broker task is gone the node is stopping; nobody needs to know.
+        let _ = self
+            .events
+            .send(Event::Lost {
+                conn: self.conn,
+                why,
+            })
+            .await;
+    }
+}
+
+/// Writes chunks until told to close (or the broker task drops the outbox), then shuts the
+/// socket down and stops the reader.
+async fn write_loop<Wr: AsyncWrite + Unpin>(
+    mut socket: Wr,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    shared: Arc<ConnShared>,
+    _alive: mpsc::Sender<()>,
+) {
+    let mut msgs = Vec::with_capacity(MAX_IOSLICES);
+    let mut chunks: VecDeque<Bytes> = VecDeque::with_capacity(MAX_IOSLICES);
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = shared.abort.notified() => return,
+            n = rx.recv_many(&mut msgs, MAX_IOSLICES) => n,
+        };
+        let mut close = received == 0;
+        for msg in msgs.drain(..) {
+            match msg {
+                WriterMsg::Data(chunk) => chunks.push_back(chunk),
+                WriterMsg::Close => {
+                    close = true;
+                    break;
+                }
+            }
+        }
+        let written = tokio::select! {
+            biased;
+            () = shared.abort.notified() => return,
+            written = write_chunks(&mut socket, &mut chunks, &shared.queued) => written,
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "write failed");
+            shared.writer_failed.store(true, Ordering::Release);
+            shared.stop_reader.notify_one();
+            return;
+        }
+        if close {
+            break;
+        }
+    }
+    if let Err(e) = socket.shutdown().await {
+        tracing::debug!(error = %e, "shutdown failed");
+    }
+    shared.stop_reader.notify_one();
+}
+
+/// Writes every chunk with vectored writes, then flushes.
+async fn write_chunks<Wr: AsyncWrite + Unpin>(
+    socket: &mut Wr,
+    chunks: &mut VecDeque<Bytes>,
+    queued: &AtomicUsize,
+) -> std::io::Result<()> {
+    while !chunks.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        let mut n = socket
+            .write_vectored(slices.get(..count).unwrap_or_default())
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        queued.fetch_sub(n, Ordering::AcqRel);
+        while n > 0 {
+            let Some(front) = chunks.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                chunks.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    socket.flush().await
+}

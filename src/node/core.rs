@@ -1,0 +1,84 @@
+//! The two seams of the driver: the sans-IO core it feeds (`Core`, the broker in production) and
+//! the wire format it frames with (`Wire`, the MQTT codec in production). Tests drive the whole
+//! async machinery with fakes of both; nothing here does I/O.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use crate::broker::{Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss};
+use crate::codec::{self, DecodeError, Decoder, Packet, Protocol};
+
+/// The event/action interface of a sans-IO core, exactly the broker's.
+pub(crate) trait Core: Send + 'static {
+    fn connection_opened(&mut self, conn: ConnId, now: Duration);
+    fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Duration);
+    fn connection_lost(&mut self, conn: ConnId, why: ConnectionLoss, now: Duration);
+    fn handle_timeout(&mut self, now: Duration);
+    fn poll_timeout(&self) -> Option<Duration>;
+    fn poll_action(&mut self) -> Option<Action>;
+    fn shutdown(&mut self, now: Duration);
+    fn metrics(&self) -> BrokerMetrics;
+    fn clients(&self) -> Vec<ClientInfo>;
+}
+
+impl Core for Broker {
+    fn connection_opened(&mut self, conn: ConnId, now: Duration) {
+        Broker::connection_opened(self, conn, now);
+    }
+    fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Duration) {
+        Broker::handle_packet(self, conn, packet, now);
+    }
+    fn connection_lost(&mut self, conn: ConnId, why: ConnectionLoss, now: Duration) {
+        Broker::connection_lost(self, conn, why, now);
+    }
+    fn handle_timeout(&mut self, now: Duration) {
+        Broker::handle_timeout(self, now);
+    }
+    fn poll_timeout(&self) -> Option<Duration> {
+        Broker::poll_timeout(self)
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        Broker::poll_action(self)
+    }
+    fn shutdown(&mut self, now: Duration) {
+        Broker::shutdown(self, now);
+    }
+    fn metrics(&self) -> BrokerMetrics {
+        Broker::metrics(self)
+    }
+    fn clients(&self) -> Vec<ClientInfo> {
+        Broker::clients(self)
+    }
+}
+
+/// Framing of packets on a byte stream.
+pub(crate) trait Wire: Send + Sync + 'static {
+    /// Per-connection decoder state.
+    type Decoder: Send + Sync + 'static;
+    fn decoder(max_packet_size: usize) -> Self::Decoder;
+    fn decode(
+        decoder: &mut Self::Decoder,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Packet>, DecodeError>;
+    fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut);
+}
+
+/// The MQTT codec.
+pub(crate) struct MqttWire;
+
+impl Wire for MqttWire {
+    type Decoder = Decoder;
+
+    fn decoder(max_packet_size: usize) -> Decoder {
+        Decoder::new(max_packet_size)
+    }
+
+    fn decode(decoder: &mut Decoder, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        decoder.decode(buf)
+    }
+
+    fn encode(packet: &Packet, protocol: Protocol, buf: &mut BytesMut) {
+        codec::encode(packet, protocol, buf);
+    }
+}
