@@ -1,4 +1,29 @@
-//! flockmq: a clustered MQTT 3.1.1 / 5.0 broker (map of the crate, filled in as modules land).
+//! flockmq: a clustered MQTT 3.1.1 / 5.0 broker whose broker logic runs unchanged on real sockets
+//! and inside a deterministic network simulation.
+//!
+//! # Map of the crate
+//!
+//! - [`codec`]: MQTT control packets as typed values, decoded incrementally from a `BytesMut` and
+//!   encoded into one. Pure functions of bytes: no I/O, no clock. Bad input becomes a
+//!   [`codec::DecodeError`] that knows the reason code to report.
+//! - [`broker`]: the sans-IO single-node core (quinn-proto style). It takes events (a connection
+//!   opened, a packet arrived, a connection broke, a timer is due) with `now` passed in, and queues
+//!   [`broker::Action`]s (send a packet, close a connection). It owns sessions, the topic trie,
+//!   retained messages, QoS state machines, wills and keepalive, draws randomness only from its
+//!   seeded RNG, and never reads a clock, spawns or touches a socket.
+//! - [`config`]: the flat `key = value` configuration (file < `FLOCKMQ_*` environment < `--set`),
+//!   validated into typed settings with errors that name file, line and key.
+//! - [`net`]: the [`net::Net`] trait through which a node reaches sockets and time, with the tokio
+//!   backend for production (and the turmoil backend behind feature `sim`). The only module that
+//!   may read the real clock.
+//! - [`node`]: the only async code. Generic over `Net`, it accepts connections, frames packets,
+//!   and runs the one task that owns the broker core; the production binary and every simulated
+//!   host run the same `node::start`.
+//! - [`admin`]: the admin HTTP endpoint (Prometheus `/metrics`, the JSON behind `flockmq ctl`)
+//!   and the client side of `ctl`.
+//!
+//! `main.rs` only parses the command line and calls into these modules.
+
 pub mod admin;
 pub mod broker;
 pub mod codec;
