@@ -1,0 +1,342 @@
+//! Shared helpers for the real-socket tests: an in-process node on an ephemeral port, rumqttc
+//! clients (3.1.1 and 5) whose incoming events land in a channel, and a raw TCP client for
+//! bad-input tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flockmq::config::Config;
+use flockmq::net::TokioNet;
+use flockmq::node::RunningNode;
+use tokio::sync::mpsc;
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does NOT happen.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+/// Starts a node on 127.0.0.1 with ephemeral MQTT and admin ports, plus `extra` config keys.
+pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
+    let mut pairs = vec![
+        ("listener.tcp.bind", "127.0.0.1:0"),
+        ("admin.bind", "127.0.0.1:0"),
+        ("node.data_dir", "target/test-data"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = Config::from_pairs(&pairs).expect("test config is valid");
+    flockmq::node::start(TokioNet::default(), config)
+        .await
+        .expect("node starts")
+}
+
+/// An MQTT 3.1.1 client (rumqttc) with its event loop polled in the background.
+pub struct V4 {
+    pub client: rumqttc::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<rumqttc::Event>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds 3.1.1 options for `id` against `addr`.
+pub fn v4_options(id: &str, addr: SocketAddr) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+impl V4 {
+    /// Connects with default options and waits for CONNACK.
+    pub async fn connect(id: &str, addr: SocketAddr) -> V4 {
+        V4::connect_with(v4_options(id, addr)).await
+    }
+
+    /// Connects with `options` and waits for CONNACK.
+    pub async fn connect_with(options: rumqttc::MqttOptions) -> V4 {
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(ev) = eventloop.poll().await {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut c = V4 { client, events, task };
+        c.expect_connack().await;
+        c
+    }
+
+    /// Waits for CONNACK and returns its session-present flag.
+    pub async fn expect_connack(&mut self) -> bool {
+        loop {
+            match self.next_incoming().await {
+                rumqttc::Packet::ConnAck(a) => {
+                    assert_eq!(a.code, rumqttc::ConnectReturnCode::Success);
+                    return a.session_present;
+                }
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next incoming packet (PINGRESP skipped), or panics after WAIT.
+    pub async fn next_incoming(&mut self) -> rumqttc::Packet {
+        loop {
+            let ev = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("timed out waiting for a packet")
+                .expect("event loop ended");
+            if let rumqttc::Event::Incoming(p) = ev {
+                if !matches!(p, rumqttc::Packet::PingResp) {
+                    return p;
+                }
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) {
+        self.client.subscribe(filter, qos).await.expect("subscribe queued");
+        loop {
+            if let rumqttc::Packet::SubAck(_) = self.next_incoming().await {
+                return;
+            }
+        }
+    }
+
+    /// The next PUBLISH received, skipping acks.
+    pub async fn next_publish(&mut self) -> rumqttc::Publish {
+        loop {
+            if let rumqttc::Packet::Publish(p) = self.next_incoming().await {
+                return p;
+            }
+        }
+    }
+
+    /// Asserts no PUBLISH arrives within QUIET.
+    pub async fn expect_no_publish(&mut self) {
+        let deadline = tokio::time::sleep(QUIET);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                ev = self.events.recv() => {
+                    if let Some(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = ev {
+                        panic!("unexpected publish {p:?}");
+                    }
+                    if ev.is_none() { return; }
+                }
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and waits until it has been written.
+    pub async fn disconnect(mut self) {
+        self.client.disconnect().await.expect("disconnect queued");
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(ev) = self.events.recv().await {
+                if let rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                    break;
+                }
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.task.abort();
+    }
+
+    /// Drops the TCP connection without DISCONNECT (an abrupt loss).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// An MQTT 5 client (rumqttc v5).
+pub struct V5 {
+    pub client: rumqttc::v5::AsyncClient,
+    pub events: mpsc::UnboundedReceiver<Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>>,
+    pub connack: Option<rumqttc::v5::mqttbytes::v5::ConnAck>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds MQTT 5 options for `id` against `addr`.
+pub fn v5_options(id: &str, addr: SocketAddr) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+use rumqttc::v5::mqttbytes::v5::Packet as P5;
+
+impl V5 {
+    /// Connects with default options and waits for CONNACK.
+    pub async fn connect(id: &str, addr: SocketAddr) -> V5 {
+        V5::connect_with(v5_options(id, addr)).await
+    }
+
+    /// Connects with `options` and waits for CONNACK.
+    pub async fn connect_with(options: rumqttc::v5::MqttOptions) -> V5 {
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 1000);
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let ev = eventloop.poll().await;
+                let failed = ev.is_err();
+                if tx.send(ev).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut c = V5 { client, events, connack: None, task };
+        match c.next_incoming().await {
+            P5::ConnAck(a) => {
+                assert_eq!(a.code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success);
+                c.connack = Some(a);
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    }
+
+    /// The next incoming packet (PINGRESP skipped), or panics after WAIT.
+    pub async fn next_incoming(&mut self) -> P5 {
+        loop {
+            let ev = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("timed out waiting for a packet")
+                .expect("event loop ended")
+                .expect("connection failed");
+            if let rumqttc::v5::Event::Incoming(p) = ev {
+                if !matches!(p, P5::PingResp(_)) {
+                    return p;
+                }
+            }
+        }
+    }
+
+    /// Subscribes and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) {
+        self.client.subscribe(filter, qos).await.expect("subscribe queued");
+        self.expect_suback().await;
+    }
+
+    /// Waits for the next SUBACK.
+    pub async fn expect_suback(&mut self) {
+        loop {
+            if let P5::SubAck(_) = self.next_incoming().await {
+                return;
+            }
+        }
+    }
+
+    /// The next PUBLISH received, skipping acks.
+    pub async fn next_publish(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
+        loop {
+            if let P5::Publish(p) = self.next_incoming().await {
+                return p;
+            }
+        }
+    }
+
+    /// Asserts no PUBLISH arrives within QUIET.
+    pub async fn expect_no_publish(&mut self) {
+        let deadline = tokio::time::sleep(QUIET);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                ev = self.events.recv() => {
+                    if let Some(Ok(rumqttc::v5::Event::Incoming(P5::Publish(p)))) = ev {
+                        panic!("unexpected publish {p:?}");
+                    }
+                    if ev.is_none() { return; }
+                }
+            }
+        }
+    }
+
+    /// Waits until the server ends the connection with a DISCONNECT; returns its reason code.
+    pub async fn expect_server_disconnect(&mut self) -> u8 {
+        use rumqttc::v5::{ConnectionError, StateError};
+        loop {
+            let ev = tokio::time::timeout(WAIT, self.events.recv())
+                .await
+                .expect("timed out waiting for DISCONNECT")
+                .expect("event loop ended without an error");
+            match ev {
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
+                    return reason_code as u8;
+                }
+                Err(e) => panic!("connection ended without DISCONNECT: {e}"),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Drops the TCP connection without DISCONNECT.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// A bare MQTT client on flockmq's own codec, for what rumqttc cannot express or parse (several
+/// subscription identifiers on one PUBLISH, raw bad input).
+pub struct Raw {
+    pub stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    decoder: flockmq::codec::Decoder,
+    protocol: flockmq::codec::Protocol,
+}
+
+impl Raw {
+    /// Connects with a clean session and waits for a successful CONNACK.
+    pub async fn connect(addr: SocketAddr, id: &str, protocol: flockmq::codec::Protocol) -> Raw {
+        use flockmq::codec::{Connect, Decoder, Packet, ReasonCode};
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("tcp connect");
+        let mut decoder = Decoder::new(usize::MAX);
+        decoder.set_protocol(protocol);
+        let mut raw = Raw { stream, buf: bytes::BytesMut::new(), decoder, protocol };
+        let connect = Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: id.into(),
+            ..Default::default()
+        };
+        raw.send(&Packet::Connect(Box::new(connect))).await;
+        match raw.next().await {
+            Packet::ConnAck(a) => assert_eq!(a.reason_code, ReasonCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        raw
+    }
+
+    /// Encodes and writes one packet.
+    pub async fn send(&mut self, packet: &flockmq::codec::Packet) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        flockmq::codec::encode(packet, self.protocol, &mut out);
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet from the server, or panics after WAIT.
+    pub async fn next(&mut self) -> flockmq::codec::Packet {
+        self.try_next(WAIT).await.expect("timed out waiting for a packet")
+    }
+
+    /// The next packet within `wait`, or None.
+    pub async fn try_next(&mut self, wait: Duration) -> Option<flockmq::codec::Packet> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(wait, async {
+            loop {
+                if let Some(p) = self.decoder.decode(&mut self.buf).expect("server sends valid packets") {
+                    return p;
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.expect("read");
+                assert!(n > 0, "server closed the connection");
+            }
+        })
+        .await
+        .ok()
+    }
+}
