@@ -100,8 +100,8 @@ impl NodeHandle {
     }
 }
 
-/// A started node. Dropping it leaves the tasks running until the runtime ends; call
-/// `shutdown` for a graceful stop.
+/// A started node. Dropping it stops accepting (MQTT and admin) but leaves open connections and
+/// the broker task running until they end; call `shutdown` for a graceful stop.
 #[derive(Debug)]
 pub struct RunningNode {
     name: String,
