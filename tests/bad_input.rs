@@ -34,7 +34,13 @@ async fn read_until_closed(stream: &mut TcpStream, protocol: Protocol) -> Vec<Pa
 
 fn connect_bytes(id: &str, protocol: Protocol) -> BytesMut {
     let mut b = BytesMut::new();
-    let c = Connect { protocol, clean_start: true, keep_alive: 30, client_id: id.into(), ..Default::default() };
+    let c = Connect {
+        protocol,
+        clean_start: true,
+        keep_alive: 30,
+        client_id: id.into(),
+        ..Default::default()
+    };
     codec::encode(&Packet::Connect(Box::new(c)), protocol, &mut b);
     b
 }
@@ -75,7 +81,11 @@ impl Bystanders {
     async fn still_work(&mut self) {
         self.n += 1;
         let topic = format!("healthy/{}", self.n);
-        self.pubr.client.publish(topic.clone(), QoS::AtLeastOnce, false, "ok").await.unwrap();
+        self.pubr
+            .client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, "ok")
+            .await
+            .unwrap();
         let p = self.sub.next_publish().await;
         assert_eq!(p.topic, topic);
     }
@@ -86,7 +96,9 @@ async fn garbage_closes_only_that_connection() {
     let node = start_node(&[]).await;
     let mut ok = Bystanders::new(node.mqtt_addr()).await;
     let mut s = TcpStream::connect(node.mqtt_addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xff\xff\xff").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xff\xff\xff")
+        .await
+        .unwrap();
     read_until_closed(&mut s, Protocol::V311).await;
     ok.still_work().await;
     node.shutdown().await;
@@ -99,7 +111,9 @@ async fn truncated_connect_closes_only_that_connection() {
 
     // Fields end inside the frame: protocol name and level but no flags or keepalive.
     let mut s = TcpStream::connect(node.mqtt_addr()).await.unwrap();
-    s.write_all(&[0x10, 0x07, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04]).await.unwrap();
+    s.write_all(&[0x10, 0x07, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04])
+        .await
+        .unwrap();
     read_until_closed(&mut s, Protocol::V311).await;
     ok.still_work().await;
 
@@ -136,7 +150,9 @@ async fn oversized_remaining_length_is_refused_without_buffering() {
 
     // 300 MB does not fit MQTT's 4-byte remaining length: a 5-byte length is malformed (0x81).
     let mut s = connected_raw_v5(node.mqtt_addr(), "huge").await;
-    s.write_all(&publish_header(300 * 1024 * 1024)).await.unwrap();
+    s.write_all(&publish_header(300 * 1024 * 1024))
+        .await
+        .unwrap();
     let got = read_until_closed(&mut s, Protocol::V5).await;
     assert!(
         matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::MalformedPacket),
@@ -156,7 +172,9 @@ async fn oversized_remaining_length_is_refused_without_buffering() {
 
     // 3.1.1 has no server DISCONNECT: the connection is just closed.
     let mut s = TcpStream::connect(node.mqtt_addr()).await.unwrap();
-    s.write_all(&connect_bytes("large4", Protocol::V311)).await.unwrap();
+    s.write_all(&connect_bytes("large4", Protocol::V311))
+        .await
+        .unwrap();
     s.write_all(&publish_header(268_435_455)).await.unwrap();
     let got = read_until_closed(&mut s, Protocol::V311).await;
     assert!(matches!(got.as_slice(), [Packet::ConnAck(_)]), "{got:?}");
@@ -169,7 +187,9 @@ async fn second_connect_is_a_protocol_error() {
     let node = start_node(&[]).await;
     let mut ok = Bystanders::new(node.mqtt_addr()).await;
     let mut s = connected_raw_v5(node.mqtt_addr(), "twice").await;
-    s.write_all(&connect_bytes("twice", Protocol::V5)).await.unwrap();
+    s.write_all(&connect_bytes("twice", Protocol::V5))
+        .await
+        .unwrap();
     let got = read_until_closed(&mut s, Protocol::V5).await;
     assert!(
         matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ProtocolError),
@@ -179,8 +199,12 @@ async fn second_connect_is_a_protocol_error() {
 
     // 3.1.1 has no DISCONNECT from the server: the connection is simply closed.
     let mut s = TcpStream::connect(node.mqtt_addr()).await.unwrap();
-    s.write_all(&connect_bytes("twice4", Protocol::V311)).await.unwrap();
-    s.write_all(&connect_bytes("twice4", Protocol::V311)).await.unwrap();
+    s.write_all(&connect_bytes("twice4", Protocol::V311))
+        .await
+        .unwrap();
+    s.write_all(&connect_bytes("twice4", Protocol::V311))
+        .await
+        .unwrap();
     let got = read_until_closed(&mut s, Protocol::V311).await;
     assert!(matches!(got.first(), Some(Packet::ConnAck(_))), "{got:?}");
     assert!(!got.iter().any(|p| matches!(p, Packet::Disconnect(_))));
@@ -194,7 +218,9 @@ async fn publish_with_wildcard_topic_is_rejected() {
     let mut ok = Bystanders::new(node.mqtt_addr()).await;
     let mut s = connected_raw_v5(node.mqtt_addr(), "wild").await;
     // PUBLISH QoS0 to "a/#".
-    s.write_all(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00]).await.unwrap();
+    s.write_all(&[0x30, 0x06, 0x00, 0x03, b'a', b'/', b'#', 0x00])
+        .await
+        .unwrap();
     let got = read_until_closed(&mut s, Protocol::V5).await;
     assert!(
         matches!(got.last(), Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::TopicNameInvalid),

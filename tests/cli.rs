@@ -19,9 +19,15 @@ impl Broker {
     fn start(extra: &[&str]) -> Broker {
         let data = std::env::temp_dir().join(format!("flockmq-cli-{}", std::process::id()));
         let mut cmd = Command::new(BIN);
-        cmd.args(["start", "--set", "listener.tcp.bind=127.0.0.1:0", "--set", "admin.bind=127.0.0.1:0"])
-            .arg("--set")
-            .arg(format!("node.data_dir={}", data.display()));
+        cmd.args([
+            "start",
+            "--set",
+            "listener.tcp.bind=127.0.0.1:0",
+            "--set",
+            "admin.bind=127.0.0.1:0",
+        ])
+        .arg("--set")
+        .arg(format!("node.data_dir={}", data.display()));
         for e in extra {
             cmd.args(["--set", e]);
         }
@@ -61,7 +67,10 @@ fn listen_addr(child: &mut Child) -> Option<SocketAddr> {
         std::thread::spawn(move || {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening for MQTT on ").nth(1) {
-                    let addr = rest.split(|c: char| c == ',' || c.is_whitespace()).next().unwrap_or("");
+                    let addr = rest
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .next()
+                        .unwrap_or("");
                     let _ = tx.send(addr.parse::<SocketAddr>().ok());
                 }
             }
@@ -71,7 +80,12 @@ fn listen_addr(child: &mut Child) -> Option<SocketAddr> {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new(tool).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(tool)
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 /// True when the mosquitto clients are installed. Without them the test says so loudly, and in CI
@@ -83,7 +97,9 @@ fn mosquitto_clients() -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but mosquitto_pub/mosquitto_sub are not installed (.ci/run installs them)");
     }
-    eprintln!("\n*** SKIPPED: mosquitto_pub/mosquitto_sub not installed; run `apt-get install mosquitto-clients` ***\n");
+    eprintln!(
+        "\n*** SKIPPED: mosquitto_pub/mosquitto_sub not installed; run `apt-get install mosquitto-clients` ***\n"
+    );
     false
 }
 
@@ -103,11 +119,18 @@ fn publish(b: &Broker, args: &[&str]) {
         .args(args)
         .output()
         .expect("mosquitto_pub runs");
-    assert!(out.status.success(), "mosquitto_pub {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Gives a freshly spawned mosquitto_sub time to connect and subscribe.
@@ -124,13 +147,35 @@ fn mosquitto_qos_round_trips_v311_and_v5() {
     for version in ["mqttv311", "mqttv5"] {
         for qos in ["0", "1", "2"] {
             let topic = format!("rt/{version}/{qos}");
-            let s = sub(&b, &["-V", version, "-q", qos, "-t", &topic, "-C", "3", "-W", "10"]);
+            let s = sub(
+                &b,
+                &[
+                    "-V", version, "-q", qos, "-t", &topic, "-C", "3", "-W", "10",
+                ],
+            );
             settle();
             for i in 0..3 {
-                publish(&b, &["-V", version, "-q", qos, "-t", &topic, "-m", &format!("m{i}")]);
+                publish(
+                    &b,
+                    &[
+                        "-V",
+                        version,
+                        "-q",
+                        qos,
+                        "-t",
+                        &topic,
+                        "-m",
+                        &format!("m{i}"),
+                    ],
+                );
             }
             let out = s.wait_with_output().unwrap();
-            assert_eq!(lines(&out), ["m0", "m1", "m2"], "{version} qos {qos}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(
+                lines(&out),
+                ["m0", "m1", "m2"],
+                "{version} qos {qos}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -142,11 +187,19 @@ fn mosquitto_retained_set_and_cleared() {
     }
     let b = Broker::start(&[]);
     publish(&b, &["-t", "ret/a", "-m", "kept", "-r", "-q", "1"]);
-    let out = sub(&b, &["-t", "ret/#", "-C", "1", "-W", "5", "-v"]).wait_with_output().unwrap();
+    let out = sub(&b, &["-t", "ret/#", "-C", "1", "-W", "5", "-v"])
+        .wait_with_output()
+        .unwrap();
     assert_eq!(lines(&out), ["ret/a kept"]);
     publish(&b, &["-t", "ret/a", "-n", "-r", "-q", "1"]);
-    let out = sub(&b, &["-t", "ret/#", "-W", "1"]).wait_with_output().unwrap();
-    assert!(lines(&out).is_empty(), "cleared retained message still delivered: {:?}", lines(&out));
+    let out = sub(&b, &["-t", "ret/#", "-W", "1"])
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        lines(&out).is_empty(),
+        "cleared retained message still delivered: {:?}",
+        lines(&out)
+    );
 }
 
 #[test]
@@ -156,15 +209,49 @@ fn mosquitto_will_on_kill_not_on_clean_exit() {
     }
     let b = Broker::start(&[]);
     let watcher = sub(&b, &["-t", "will/#", "-v", "-W", "5", "-C", "1"]);
-    let clean = sub(&b, &["-t", "nothing", "-i", "clean", "--will-topic", "will/clean", "--will-payload", "x", "-W", "1"]);
+    let clean = sub(
+        &b,
+        &[
+            "-t",
+            "nothing",
+            "-i",
+            "clean",
+            "--will-topic",
+            "will/clean",
+            "--will-payload",
+            "x",
+            "-W",
+            "1",
+        ],
+    );
     let clean_out = clean.wait_with_output().unwrap();
-    assert_eq!(clean_out.status.code(), Some(27), "mosquitto_sub -W exits 27 after a clean DISCONNECT");
-    let mut dying = sub(&b, &["-t", "nothing", "-i", "dying", "--will-topic", "will/dying", "--will-payload", "bye"]);
+    assert_eq!(
+        clean_out.status.code(),
+        Some(27),
+        "mosquitto_sub -W exits 27 after a clean DISCONNECT"
+    );
+    let mut dying = sub(
+        &b,
+        &[
+            "-t",
+            "nothing",
+            "-i",
+            "dying",
+            "--will-topic",
+            "will/dying",
+            "--will-payload",
+            "bye",
+        ],
+    );
     settle();
     dying.kill().unwrap();
     let _ = dying.wait();
     let out = watcher.wait_with_output().unwrap();
-    assert_eq!(lines(&out), ["will/dying bye"], "only the killed client's will");
+    assert_eq!(
+        lines(&out),
+        ["will/dying bye"],
+        "only the killed client's will"
+    );
 }
 
 #[test]
@@ -173,12 +260,28 @@ fn mosquitto_persistent_session_gets_queued_messages() {
         return;
     }
     let b = Broker::start(&[]);
-    let first = sub(&b, &["-c", "-i", "durable", "-q", "1", "-t", "q/#", "-E"]).wait_with_output().unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let first = sub(&b, &["-c", "-i", "durable", "-q", "1", "-t", "q/#", "-E"])
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     for i in 0..3 {
-        publish(&b, &["-q", "1", "-t", &format!("q/{i}"), "-m", &format!("job{i}")]);
+        publish(
+            &b,
+            &["-q", "1", "-t", &format!("q/{i}"), "-m", &format!("job{i}")],
+        );
     }
-    let out = sub(&b, &["-c", "-i", "durable", "-q", "1", "-t", "q/#", "-C", "3", "-W", "5"]).wait_with_output().unwrap();
+    let out = sub(
+        &b,
+        &[
+            "-c", "-i", "durable", "-q", "1", "-t", "q/#", "-C", "3", "-W", "5",
+        ],
+    )
+    .wait_with_output()
+    .unwrap();
     assert_eq!(lines(&out), ["job0", "job1", "job2"]);
 }
 
@@ -188,7 +291,12 @@ fn mosquitto_overlapping_filters_and_shared_groups() {
         return;
     }
     let b = Broker::start(&[]);
-    let overlap = sub(&b, &["-V", "mqttv5", "-t", "o/+", "-t", "o/#", "-t", "o/a", "-W", "2"]);
+    let overlap = sub(
+        &b,
+        &[
+            "-V", "mqttv5", "-t", "o/+", "-t", "o/#", "-t", "o/a", "-W", "2",
+        ],
+    );
     let g1 = sub(&b, &["-t", "$share/g/s/#", "-W", "2"]);
     let g2 = sub(&b, &["-t", "$share/g/s/#", "-W", "2"]);
     settle();
@@ -209,22 +317,40 @@ fn bad_config_names_file_line_and_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.conf");
     let mut f = std::fs::File::create(&path).unwrap();
-    writeln!(f, "# a comment\nlistener.tcp.bind = 127.0.0.1:1883\nnode.name = no-at-sign").unwrap();
+    writeln!(
+        f,
+        "# a comment\nlistener.tcp.bind = 127.0.0.1:1883\nnode.name = no-at-sign"
+    )
+    .unwrap();
     drop(f);
     for sub in ["start", "check-config"] {
-        let out = Command::new(BIN).args([sub, "--config"]).arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .args([sub, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{sub} must fail on a bad config");
         let err = String::from_utf8_lossy(&out.stderr);
         let expect = format!("{}:3: node.name: ", path.display());
-        assert!(err.contains(&expect), "{sub}: stderr {err:?} lacks {expect:?}");
+        assert!(
+            err.contains(&expect),
+            "{sub}: stderr {err:?} lacks {expect:?}"
+        );
     }
 
     let path2 = dir.join("unknown.conf");
     std::fs::write(&path2, "mqtt.max_inflight = 10\nmqtt.colour = blue\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path2).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&path2)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:2: mqtt.colour: ", path2.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:2: mqtt.colour: ", path2.display())),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,9 +360,20 @@ fn check_config_prints_effective_config_with_overrides() {
         .env("FLOCKMQ_NODE__NAME", "alpha@127.0.0.1")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l == "mqtt.max_inflight = 7"), "{text}");
-    assert!(text.lines().any(|l| l == "node.name = alpha@127.0.0.1"), "{text}");
-    assert!(text.lines().any(|l| l == "listener.tcp.bind = 0.0.0.0:1883"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "node.name = alpha@127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "listener.tcp.bind = 0.0.0.0:1883"),
+        "{text}"
+    );
 }

@@ -52,8 +52,14 @@ async fn qos_round_trips_v5() {
     let mut sub = V5::connect("sub5", addr).await;
     sub.subscribe("a/#", QoS5::ExactlyOnce).await;
     let pubr = V5::connect("pub5", addr).await;
-    for (i, qos) in [QoS5::AtMostOnce, QoS5::AtLeastOnce, QoS5::ExactlyOnce].into_iter().enumerate() {
-        pubr.client.publish(format!("a/{i}"), qos, false, vec![b'x'; 64]).await.unwrap();
+    for (i, qos) in [QoS5::AtMostOnce, QoS5::AtLeastOnce, QoS5::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        pubr.client
+            .publish(format!("a/{i}"), qos, false, vec![b'x'; 64])
+            .await
+            .unwrap();
         let p = sub.next_publish().await;
         assert_eq!(&p.topic[..], format!("a/{i}").as_bytes());
         assert_eq!(p.qos, qos, "granted QoS 2 keeps the publisher's QoS");
@@ -69,7 +75,10 @@ async fn granted_qos_caps_delivery_qos() {
     let mut sub = V4::connect("capped", addr).await;
     sub.subscribe("cap", QoS::AtLeastOnce).await;
     let pubr = V4::connect("p", addr).await;
-    pubr.client.publish("cap", QoS::ExactlyOnce, false, "x").await.unwrap();
+    pubr.client
+        .publish("cap", QoS::ExactlyOnce, false, "x")
+        .await
+        .unwrap();
     assert_eq!(sub.next_publish().await.qos, QoS::AtLeastOnce);
     node.shutdown().await;
 }
@@ -79,19 +88,32 @@ async fn retained_message_delivered_to_late_subscriber_and_cleared() {
     let node = start_node(&[]).await;
     let addr = node.mqtt_addr();
     let pubr = V4::connect("retainer", addr).await;
-    pubr.client.publish("home/door", QoS::AtLeastOnce, true, "open").await.unwrap();
-    pubr.client.publish("home/door", QoS::AtLeastOnce, true, "closed").await.unwrap();
+    pubr.client
+        .publish("home/door", QoS::AtLeastOnce, true, "open")
+        .await
+        .unwrap();
+    pubr.client
+        .publish("home/door", QoS::AtLeastOnce, true, "closed")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let mut late = V4::connect("late", addr).await;
     late.subscribe("home/#", QoS::AtLeastOnce).await;
     let p = late.next_publish().await;
     assert!(p.retain, "retained flag set on delivery at subscribe");
-    assert_eq!(&p.payload[..], b"closed", "only the last retained message is kept");
+    assert_eq!(
+        &p.payload[..],
+        b"closed",
+        "only the last retained message is kept"
+    );
     late.expect_no_publish().await;
 
     // An empty retained payload clears it: a later subscriber gets nothing.
-    pubr.client.publish("home/door", QoS::AtLeastOnce, true, "").await.unwrap();
+    pubr.client
+        .publish("home/door", QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let mut later = V4::connect("later", addr).await;
     later.subscribe("home/#", QoS::AtLeastOnce).await;
@@ -107,7 +129,12 @@ async fn will_published_on_abrupt_disconnect_not_on_clean_disconnect() {
     watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
 
     let mut o = v4_options("dies", addr);
-    o.set_last_will(rumqttc::LastWill::new("wills/dies", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(rumqttc::LastWill::new(
+        "wills/dies",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let dies = V4::connect_with(o).await;
     dies.kill();
     let p = watcher.next_publish().await;
@@ -115,7 +142,12 @@ async fn will_published_on_abrupt_disconnect_not_on_clean_disconnect() {
     assert_eq!(&p.payload[..], b"gone");
 
     let mut o = v4_options("polite", addr);
-    o.set_last_will(rumqttc::LastWill::new("wills/polite", "gone", QoS::AtLeastOnce, false));
+    o.set_last_will(rumqttc::LastWill::new(
+        "wills/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
     let polite = V4::connect_with(o).await;
     polite.disconnect().await;
     watcher.expect_no_publish().await;
@@ -134,7 +166,10 @@ async fn persistent_session_resumes_with_queued_qos1_messages() {
 
     let pubr = V4::connect("producer", addr).await;
     for i in 0..5 {
-        pubr.client.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, "work").await.unwrap();
+        pubr.client
+            .publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, "work")
+            .await
+            .unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
@@ -144,7 +179,9 @@ async fn persistent_session_resumes_with_queued_qos1_messages() {
     tokio::time::timeout(common::WAIT, async {
         while got.len() < 5 {
             match eventloop.poll().await.unwrap() {
-                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)) => session_present = Some(a.session_present),
+                rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)) => {
+                    session_present = Some(a.session_present)
+                }
                 rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => got.push(p.topic.clone()),
                 _ => {}
             }
@@ -160,36 +197,67 @@ async fn persistent_session_resumes_with_queued_qos1_messages() {
 
 #[tokio::test]
 async fn overlapping_subscriptions_deliver_once_with_all_subscription_ids() {
-    use flockmq::codec::{Packet, Protocol, QoS as Q, Subscribe, SubscribeProperties, SubscriptionOptions};
+    use flockmq::codec::{
+        Packet, Protocol, QoS as Q, Subscribe, SubscribeProperties, SubscriptionOptions,
+    };
     let node = start_node(&[]).await;
     let addr = node.mqtt_addr();
     // rumqttc 0.25 misparses a PUBLISH with several subscription identifiers, so this subscriber
     // is the bare client on flockmq's codec.
     let mut sub = common::Raw::connect(addr, "overlap", Protocol::V5).await;
-    for (id, filter, qos) in [(1, "t/+", Q::AtMostOnce), (2, "t/#", Q::AtLeastOnce), (3, "t/a", Q::AtMostOnce)] {
+    for (id, filter, qos) in [
+        (1, "t/+", Q::AtMostOnce),
+        (2, "t/#", Q::AtLeastOnce),
+        (3, "t/a", Q::AtMostOnce),
+    ] {
         let s = Subscribe {
             packet_id: id as u16,
-            properties: SubscribeProperties { subscription_identifier: Some(id), ..Default::default() },
-            filters: vec![(filter.into(), SubscriptionOptions { qos, ..Default::default() })],
+            properties: SubscribeProperties {
+                subscription_identifier: Some(id),
+                ..Default::default()
+            },
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos,
+                    ..Default::default()
+                },
+            )],
         };
         sub.send(&Packet::Subscribe(s)).await;
         assert!(matches!(sub.next().await, Packet::SubAck(_)));
     }
     let pubr = V5::connect("overlap-pub", addr).await;
-    pubr.client.publish("t/a", QoS5::ExactlyOnce, false, "one").await.unwrap();
-    let Packet::Publish(p) = sub.next().await else { panic!("expected PUBLISH") };
+    pubr.client
+        .publish("t/a", QoS5::ExactlyOnce, false, "one")
+        .await
+        .unwrap();
+    let Packet::Publish(p) = sub.next().await else {
+        panic!("expected PUBLISH")
+    };
     assert_eq!(&p.payload[..], b"one");
-    assert_eq!(p.qos, Q::AtLeastOnce, "highest granted QoS among matching subscriptions");
+    assert_eq!(
+        p.qos,
+        Q::AtLeastOnce,
+        "highest granted QoS among matching subscriptions"
+    );
     let mut ids = p.properties.subscription_identifiers.clone();
     ids.sort();
     assert_eq!(ids, vec![1, 2, 3]);
-    assert_eq!(sub.try_next(common::QUIET).await, None, "exactly one delivery");
+    assert_eq!(
+        sub.try_next(common::QUIET).await,
+        None,
+        "exactly one delivery"
+    );
 
     // The 3.1.1 client sees the same rule.
     let mut v4 = V4::connect("overlap4", addr).await;
     v4.subscribe("u/+", QoS::AtMostOnce).await;
     v4.subscribe("u/#", QoS::AtMostOnce).await;
-    pubr.client.publish("u/b", QoS5::AtMostOnce, false, "one").await.unwrap();
+    pubr.client
+        .publish("u/b", QoS5::AtMostOnce, false, "one")
+        .await
+        .unwrap();
     v4.next_publish().await;
     v4.expect_no_publish().await;
     node.shutdown().await;
@@ -201,14 +269,19 @@ async fn shared_subscription_group_round_robins() {
     let addr = node.mqtt_addr();
     let mut a = V4::connect("worker-a", addr).await;
     let mut b = V4::connect("worker-b", addr).await;
-    a.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce).await;
-    b.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce).await;
+    a.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce)
+        .await;
+    b.subscribe("$share/workers/tasks/#", QoS::AtLeastOnce)
+        .await;
     let mut plain = V4::connect("auditor", addr).await;
     plain.subscribe("tasks/#", QoS::AtLeastOnce).await;
 
     let pubr = V4::connect("boss", addr).await;
     for i in 0..6 {
-        pubr.client.publish(format!("tasks/{i}"), QoS::AtLeastOnce, false, "do").await.unwrap();
+        pubr.client
+            .publish(format!("tasks/{i}"), QoS::AtLeastOnce, false, "do")
+            .await
+            .unwrap();
     }
     let mut got_a = Vec::new();
     let mut got_b = Vec::new();
@@ -220,7 +293,13 @@ async fn shared_subscription_group_round_robins() {
     b.expect_no_publish().await;
     let mut all: Vec<String> = got_a.iter().chain(&got_b).cloned().collect();
     all.sort();
-    assert_eq!(all, ["tasks/0", "tasks/1", "tasks/2", "tasks/3", "tasks/4", "tasks/5"], "each message to exactly one member");
+    assert_eq!(
+        all,
+        [
+            "tasks/0", "tasks/1", "tasks/2", "tasks/3", "tasks/4", "tasks/5"
+        ],
+        "each message to exactly one member"
+    );
     for _ in 0..6 {
         plain.next_publish().await;
     }
@@ -238,11 +317,33 @@ async fn topic_aliases_in_both_directions() {
     sub.subscribe("long/topic/name", QoS5::AtLeastOnce).await;
 
     let pubr = V5::connect("alias-pub", addr).await;
-    let max = pubr.connack.as_ref().and_then(|c| c.properties.as_ref()).and_then(|p| p.topic_alias_max);
-    assert!(max.unwrap_or(0) >= 1, "server announces a topic alias maximum");
-    let props = || PublishProperties { topic_alias: Some(1), ..Default::default() };
-    pubr.client.publish_with_properties("long/topic/name", QoS5::AtLeastOnce, false, "first", props()).await.unwrap();
-    pubr.client.publish_with_properties("", QoS5::AtLeastOnce, false, "second", props()).await.unwrap();
+    let max = pubr
+        .connack
+        .as_ref()
+        .and_then(|c| c.properties.as_ref())
+        .and_then(|p| p.topic_alias_max);
+    assert!(
+        max.unwrap_or(0) >= 1,
+        "server announces a topic alias maximum"
+    );
+    let props = || PublishProperties {
+        topic_alias: Some(1),
+        ..Default::default()
+    };
+    pubr.client
+        .publish_with_properties(
+            "long/topic/name",
+            QoS5::AtLeastOnce,
+            false,
+            "first",
+            props(),
+        )
+        .await
+        .unwrap();
+    pubr.client
+        .publish_with_properties("", QoS5::AtLeastOnce, false, "second", props())
+        .await
+        .unwrap();
 
     let first = sub.next_publish().await;
     let second = sub.next_publish().await;
@@ -252,8 +353,14 @@ async fn topic_aliases_in_both_directions() {
     // The server sent the topic once with an alias, then the alias alone.
     let alias = first.properties.as_ref().and_then(|p| p.topic_alias);
     assert!(alias.is_some(), "server assigns an alias on first use");
-    assert!(second.topic.is_empty(), "second delivery carries only the alias");
-    assert_eq!(second.properties.as_ref().and_then(|p| p.topic_alias), alias);
+    assert!(
+        second.topic.is_empty(),
+        "second delivery carries only the alias"
+    );
+    assert_eq!(
+        second.properties.as_ref().and_then(|p| p.topic_alias),
+        alias
+    );
     node.shutdown().await;
 }
 
@@ -263,11 +370,18 @@ async fn takeover_disconnects_old_connection_with_0x8e() {
     let addr = node.mqtt_addr();
     let mut first = V5::connect("same-id", addr).await;
     let mut second = V5::connect("same-id", addr).await;
-    assert_eq!(first.expect_server_disconnect().await, 0x8E, "session taken over");
+    assert_eq!(
+        first.expect_server_disconnect().await,
+        0x8E,
+        "session taken over"
+    );
     // The new connection is the live one.
     second.subscribe("x", QoS5::AtMostOnce).await;
     let p = V5::connect("pinger", addr).await;
-    p.client.publish("x", QoS5::AtMostOnce, false, "hi").await.unwrap();
+    p.client
+        .publish("x", QoS5::AtMostOnce, false, "hi")
+        .await
+        .unwrap();
     assert_eq!(&second.next_publish().await.payload[..], b"hi");
     node.shutdown().await;
 }
@@ -277,13 +391,23 @@ async fn no_local_subscription_skips_own_messages() {
     let node = start_node(&[]).await;
     let addr = node.mqtt_addr();
     let mut c = V5::connect("echo", addr).await;
-    let f = Filter { nolocal: true, ..Filter::new("chat", QoS5::AtMostOnce) };
+    let f = Filter {
+        nolocal: true,
+        ..Filter::new("chat", QoS5::AtMostOnce)
+    };
     c.client.subscribe_many(vec![f]).await.unwrap();
     c.expect_suback().await;
-    c.client.publish("chat", QoS5::AtMostOnce, false, "me").await.unwrap();
+    c.client
+        .publish("chat", QoS5::AtMostOnce, false, "me")
+        .await
+        .unwrap();
     c.expect_no_publish().await;
     let other = V5::connect("other", addr).await;
-    other.client.publish("chat", QoS5::AtMostOnce, false, "you").await.unwrap();
+    other
+        .client
+        .publish("chat", QoS5::AtMostOnce, false, "you")
+        .await
+        .unwrap();
     assert_eq!(&c.next_publish().await.payload[..], b"you");
     node.shutdown().await;
 }

@@ -25,7 +25,7 @@ pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
     ];
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).expect("test config is valid");
-    flockmq::node::start(TokioNet::default(), config)
+    flockmq::node::start(TokioNet::new(), config)
         .await
         .expect("node starts")
 }
@@ -61,21 +61,23 @@ impl V4 {
                 }
             }
         });
-        let mut c = V4 { client, events, task };
+        let mut c = V4 {
+            client,
+            events,
+            task,
+        };
         c.expect_connack().await;
         c
     }
 
     /// Waits for CONNACK and returns its session-present flag.
     pub async fn expect_connack(&mut self) -> bool {
-        loop {
-            match self.next_incoming().await {
-                rumqttc::Packet::ConnAck(a) => {
-                    assert_eq!(a.code, rumqttc::ConnectReturnCode::Success);
-                    return a.session_present;
-                }
-                other => panic!("expected CONNACK, got {other:?}"),
+        match self.next_incoming().await {
+            rumqttc::Packet::ConnAck(a) => {
+                assert_eq!(a.code, rumqttc::ConnectReturnCode::Success);
+                a.session_present
             }
+            other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
@@ -96,7 +98,10 @@ impl V4 {
 
     /// Subscribes and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::QoS) {
-        self.client.subscribe(filter, qos).await.expect("subscribe queued");
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe queued");
         loop {
             if let rumqttc::Packet::SubAck(_) = self.next_incoming().await {
                 return;
@@ -187,10 +192,18 @@ impl V5 {
                 }
             }
         });
-        let mut c = V5 { client, events, connack: None, task };
+        let mut c = V5 {
+            client,
+            events,
+            connack: None,
+            task,
+        };
         match c.next_incoming().await {
             P5::ConnAck(a) => {
-                assert_eq!(a.code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success);
+                assert_eq!(
+                    a.code,
+                    rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
+                );
                 c.connack = Some(a);
             }
             other => panic!("expected CONNACK, got {other:?}"),
@@ -216,7 +229,10 @@ impl V5 {
 
     /// Subscribes and waits for the SUBACK.
     pub async fn subscribe(&mut self, filter: &str, qos: rumqttc::v5::mqttbytes::QoS) {
-        self.client.subscribe(filter, qos).await.expect("subscribe queued");
+        self.client
+            .subscribe(filter, qos)
+            .await
+            .expect("subscribe queued");
         self.expect_suback().await;
     }
 
@@ -264,7 +280,10 @@ impl V5 {
                 .expect("timed out waiting for DISCONNECT")
                 .expect("event loop ended without an error");
             match ev {
-                Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => {
                     return reason_code as u8;
                 }
                 Err(e) => panic!("connection ended without DISCONNECT: {e}"),
@@ -292,10 +311,17 @@ impl Raw {
     /// Connects with a clean session and waits for a successful CONNACK.
     pub async fn connect(addr: SocketAddr, id: &str, protocol: flockmq::codec::Protocol) -> Raw {
         use flockmq::codec::{Connect, Decoder, Packet, ReasonCode};
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("tcp connect");
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("tcp connect");
         let mut decoder = Decoder::new(usize::MAX);
         decoder.set_protocol(protocol);
-        let mut raw = Raw { stream, buf: bytes::BytesMut::new(), decoder, protocol };
+        let mut raw = Raw {
+            stream,
+            buf: bytes::BytesMut::new(),
+            decoder,
+            protocol,
+        };
         let connect = Connect {
             protocol,
             clean_start: true,
@@ -321,7 +347,9 @@ impl Raw {
 
     /// The next packet from the server, or panics after WAIT.
     pub async fn next(&mut self) -> flockmq::codec::Packet {
-        self.try_next(WAIT).await.expect("timed out waiting for a packet")
+        self.try_next(WAIT)
+            .await
+            .expect("timed out waiting for a packet")
     }
 
     /// The next packet within `wait`, or None.
@@ -329,7 +357,11 @@ impl Raw {
         use tokio::io::AsyncReadExt;
         tokio::time::timeout(wait, async {
             loop {
-                if let Some(p) = self.decoder.decode(&mut self.buf).expect("server sends valid packets") {
+                if let Some(p) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .expect("server sends valid packets")
+                {
                     return p;
                 }
                 let n = self.stream.read_buf(&mut self.buf).await.expect("read");
