@@ -714,6 +714,11 @@ static KEYS: &[KeySpec] = &[
         render: |c| c.log_level.clone(),
     },
     KeySpec {
+        key: "mqtt.connect_timeout",
+        apply: |c, v| set(&mut c.mqtt.connect_timeout, parse_duration(v)),
+        render: |c| render_duration(c.mqtt.connect_timeout),
+    },
+    KeySpec {
         key: "mqtt.max_clientid_len",
         apply: |c, v| set(&mut c.mqtt.max_client_id_len, parse_int(v, 23, 65535)),
         render: |c| c.mqtt.max_client_id_len.to_string(),

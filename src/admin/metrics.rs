@@ -70,7 +70,7 @@ pub fn render_prometheus(m: &NodeMetrics) -> String {
     by_qos(
         &mut out,
         "flockmq_messages_dropped_total",
-        "Messages dropped (queue full, expired, too large).",
+        "Messages dropped: no matching subscriber, queue full, expired, or too large for the client.",
         &b.messages_dropped,
     );
     single(

@@ -80,6 +80,8 @@ pub struct BrokerConfig {
     pub max_client_id_len: usize,
     /// Retry interval for unacknowledged QoS>0 messages on a live connection (0 = only on reconnect).
     pub retry_interval: Duration,
+    /// A connection that has not completed CONNECT within this time is closed (0 = never).
+    pub connect_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -96,6 +98,7 @@ impl Default for BrokerConfig {
             server_keepalive: None,
             max_client_id_len: 65535,
             retry_interval: Duration::ZERO,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -210,6 +213,10 @@ impl Broker {
                 client_aliases: BTreeMap::new(),
             },
         );
+        if !self.config.connect_timeout.is_zero() {
+            let deadline = now + self.config.connect_timeout;
+            self.timers.insert((deadline, Timer::ConnectTimeout(conn)));
+        }
     }
 
     /// A decoded packet arrived on `conn`.

@@ -14,6 +14,8 @@ use crate::codec::ReasonCode;
 /// What a timer entry is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
+    /// Close the connection if it still has not sent CONNECT.
+    ConnectTimeout(ConnId),
     /// Check whether the connection stayed silent too long.
     Keepalive(ConnId),
     /// Resend unacknowledged messages on a live connection.
@@ -27,6 +29,16 @@ pub(crate) enum Timer {
 impl Broker {
     pub(super) fn fire(&mut self, timer: Timer, now: Duration) {
         match timer {
+            Timer::ConnectTimeout(conn) => {
+                if self
+                    .connections
+                    .get(&conn)
+                    .is_some_and(|c| c.session.is_none())
+                {
+                    tracing::debug!(?conn, "no CONNECT in time");
+                    self.end_connection(conn, None, false, now);
+                }
+            }
             Timer::Keepalive(conn) => self.keepalive_check(conn, now),
             Timer::Retry(conn) => self.retry(conn, now),
             Timer::WillDelay(key, epoch) => {

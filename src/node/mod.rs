@@ -39,13 +39,13 @@ const MIN_SLOW_CONSUMER_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     /// The MQTT listener could not be bound.
-    #[error("cannot listen for MQTT on {addr}: {source}")]
+    #[error("cannot listen for MQTT on {addr}")]
     BindMqtt {
         addr: SocketAddr,
         source: std::io::Error,
     },
     /// The admin listener could not be bound.
-    #[error("cannot listen for admin HTTP on {addr}: {source}")]
+    #[error("cannot listen for admin HTTP on {addr}")]
     BindAdmin {
         addr: SocketAddr,
         source: std::io::Error,

@@ -205,3 +205,21 @@ fn metrics_count_connections_sessions_and_messages() {
     assert_eq!(clients[1].subscriptions, 2);
     assert_eq!(clients[1].inflight, 2);
 }
+
+#[test]
+fn connection_without_connect_is_closed_after_connect_timeout() {
+    let mut h = Harness::new();
+    let conn = h.open();
+    h.advance(std::time::Duration::from_secs(9));
+    assert!(!h.closed(conn), "still waiting for CONNECT");
+    h.advance(std::time::Duration::from_secs(2));
+    assert!(h.closed(conn), "closed 10 s after opening without CONNECT");
+}
+
+#[test]
+fn connect_timeout_does_not_touch_connected_clients() {
+    let mut h = Harness::new();
+    let c = h.connect("c");
+    h.advance(std::time::Duration::from_secs(11));
+    assert!(!h.closed(c));
+}

@@ -1,0 +1,210 @@
+//! The admin endpoint (`/metrics`, the JSON behind `flockmq ctl`) and graceful shutdown, in
+//! process and through the built binary.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{V4, V5, start_node, v5_options};
+use rumqttc::QoS;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::v5::mqttbytes::v5::LastWill;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flockmq");
+
+async fn http_get(addr: std::net::SocketAddr, path: &'static str) -> String {
+    tokio::task::spawn_blocking(move || flockmq::admin::ctl::get(addr, path, None))
+        .await
+        .unwrap()
+        .expect("admin answers")
+}
+
+/// The value of one Prometheus sample line, e.g. `flockmq_connections` or
+/// `flockmq_messages_received_total{qos="1"}`.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_connections_messages_and_retained() {
+    let node = start_node(&[]).await;
+    let admin = node.admin_addr().expect("admin endpoint is on");
+    let addr = node.mqtt_addr();
+    let mut sub = V4::connect("metrics-sub", addr).await;
+    sub.subscribe("m/#", QoS::AtLeastOnce).await;
+    let pubr = V4::connect("metrics-pub", addr).await;
+    for _ in 0..3 {
+        pubr.client
+            .publish("m/a", QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+    }
+    pubr.client
+        .publish("m/r", QoS::AtMostOnce, true, "kept")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        sub.next_publish().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let text = http_get(admin, "/metrics").await;
+    assert!(
+        text.contains("# TYPE flockmq_messages_received_total counter"),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "flockmq_connections"), 2);
+    assert_eq!(sample(&text, "flockmq_subscriptions"), 1);
+    assert_eq!(sample(&text, "flockmq_retained_messages"), 1);
+    assert_eq!(
+        sample(&text, "flockmq_messages_received_total{qos=\"1\"}"),
+        3
+    );
+    assert_eq!(
+        sample(&text, "flockmq_messages_received_total{qos=\"0\"}"),
+        1
+    );
+    assert_eq!(sample(&text, "flockmq_messages_sent_total{qos=\"1\"}"), 3);
+    assert!(sample(&text, "flockmq_bytes_received_total") > 0);
+
+    let json = http_get(admin, "/api/v1/clients").await;
+    let clients: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ids: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["metrics-pub", "metrics-sub"], "sorted by client id");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn ctl_clients_list_and_metrics_through_the_binary() {
+    let node = start_node(&[]).await;
+    let admin = node.admin_addr().unwrap().to_string();
+    let _a = V4::connect("ctl-alpha", node.mqtt_addr()).await;
+    let admin2 = admin.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["ctl", "--admin", &admin2, "clients", "list"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("ctl-alpha")), "{text}");
+
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["ctl", "--admin", &admin, "metrics"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        sample(&String::from_utf8_lossy(&out.stdout), "flockmq_connections"),
+        1
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_publishes_wills_then_disconnects_v5_clients_with_0x8b() {
+    use flockmq::codec::{Packet, Protocol, QoS as Q, ReasonCode, Subscribe, SubscriptionOptions};
+    let node = start_node(&[]).await;
+    let addr = node.mqtt_addr();
+    // rumqttc drops a PUBLISH that arrives in the same read as a DISCONNECT: use the bare client.
+    let mut watcher = common::Raw::connect(addr, "watcher", Protocol::V5).await;
+    let opts = SubscriptionOptions {
+        qos: Q::AtLeastOnce,
+        ..Default::default()
+    };
+    let sub = Subscribe {
+        packet_id: 1,
+        filters: vec![("wills/#".into(), opts)],
+        ..Default::default()
+    };
+    watcher.send(&Packet::Subscribe(sub)).await;
+    assert!(matches!(watcher.next().await, Packet::SubAck(_)));
+    let mut o = v5_options("mortal", addr);
+    o.set_last_will(LastWill::new(
+        "wills/mortal",
+        "node went down",
+        QoS5::AtLeastOnce,
+        false,
+        None,
+    ));
+    let _mortal = V5::connect_with(o).await;
+
+    node.shutdown().await;
+    match watcher.next().await {
+        Packet::Publish(p) => assert_eq!(&*p.topic, "wills/mortal"),
+        other => panic!("expected the will first, got {other:?}"),
+    }
+    match watcher.next().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ServerShuttingDown),
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_gracefully() {
+    let mut child = Command::new(BIN)
+        .args([
+            "start",
+            "--set",
+            "listener.tcp.bind=127.0.0.1:0",
+            "--set",
+            "admin.bind=off",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("listening for MQTT on"))
+    })
+    .await
+    .unwrap()
+    .expect("startup line");
+    let addr: std::net::SocketAddr = line
+        .split("listening for MQTT on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = V5::connect("term", addr).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(c.expect_server_disconnect().await, 0x8B);
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
