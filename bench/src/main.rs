@@ -353,16 +353,25 @@ fn emit(mut result: TestResult, common: &Common, shape: &str) -> anyhow::Result<
 async fn wait(target: &Target, timeout: Duration) -> anyhow::Result<ExitCode> {
     let deadline = clock::now() + timeout;
     loop {
-        match Conn::connect(target, "fmqb-wait", None).await {
-            Ok(conn) => {
+        // A broker that accepts TCP but never answers CONNECT must not outlast the timeout.
+        let attempt =
+            tokio::time::timeout_at(deadline.into(), Conn::connect(target, "fmqb-wait", None));
+        match attempt.await {
+            Ok(Ok(conn)) => {
                 conn.disconnect().await;
                 return Ok(ExitCode::SUCCESS);
             }
-            Err(e) if clock::now() >= deadline => {
+            Ok(Err(_)) if clock::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => {
                 eprintln!("broker at {} not ready: {e}", target.addr);
                 return Ok(ExitCode::FAILURE);
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => {
+                eprintln!("broker at {} not ready: no CONNACK in time", target.addr);
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
 }

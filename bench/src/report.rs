@@ -121,12 +121,16 @@ pub fn format_value(value: f64, unit: &str) -> String {
     out
 }
 
-/// What the ratio means, in words, so nobody has to remember which way latency goes.
-fn verdict(row: &Row, first: &str, second: &str) -> String {
-    let direction = match row.better {
+fn direction(better: Better) -> &'static str {
+    match better {
         Better::Higher => "higher is better",
         Better::Lower => "lower is better",
-    };
+    }
+}
+
+/// What the ratio means, in words, so nobody has to remember which way latency goes.
+fn verdict(row: &Row, first: &str, second: &str) -> String {
+    let direction = direction(row.better);
     let (Some(a), Some(b)) = (row.values.get(first), row.values.get(second)) else {
         return direction.to_string();
     };
@@ -177,7 +181,7 @@ pub fn table(runs: &[BrokerRun], rows: &[Row]) -> String {
         let ratio = row.ratio.map_or("n/a".to_string(), |r| format!("{r:.2}x"));
         let meaning = match names.as_slice() {
             [a, b, ..] => verdict(row, a, b),
-            _ => String::new(),
+            _ => direction(row.better).to_string(),
         };
         let _ = writeln!(out, " {ratio:>18}  {meaning}");
     }
