@@ -112,8 +112,14 @@ stop_broker() {
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=""
 }
-trap stop_broker EXIT
-trap 'stop_broker; exit 130' INT TERM
+GEN_PID=""
+cleanup() {
+  [[ -z $GEN_PID ]] || kill "$GEN_PID" 2>/dev/null || true
+  stop_broker
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
@@ -191,8 +197,11 @@ gen() {
     log "$broker is not running; skipping: $*"
     return 0
   fi
-  "${PIN_GEN[@]}" "$GEN" "$@" --broker "127.0.0.1:$PORT" >>"$OUT/$broker.jsonl" \
-    || log "$broker: test failed: $*"
+  # In the background plus `wait`, so Ctrl-C or TERM stops the run at once, not after the test.
+  "${PIN_GEN[@]}" "$GEN" "$@" --broker "127.0.0.1:$PORT" >>"$OUT/$broker.jsonl" &
+  GEN_PID=$!
+  wait "$GEN_PID" || log "$broker: test failed: $*"
+  GEN_PID=""
 }
 
 run_broker() {
