@@ -14,6 +14,8 @@
 mod client;
 mod clock;
 mod conns;
+#[cfg(test)]
+mod fake_broker;
 mod pubsub;
 mod report;
 mod result;

@@ -600,6 +600,127 @@ fn record(shared: &Shared, spec: &Spec, row: usize, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_broker::{self, Knobs};
+    use flockmq::codec::Protocol;
+
+    fn spec(name: &str, publishers: usize, subscribers: usize, qos: QoS) -> Spec {
+        Spec {
+            name: name.to_string(),
+            publishers,
+            subscribers,
+            qos,
+            wildcard: false,
+            payload: 64,
+            window: 8,
+            max_lag: 1000,
+            warmup: Duration::from_millis(100),
+            duration: Duration::from_millis(300),
+            drain: Duration::from_secs(2),
+            rate: None,
+            latency: false,
+        }
+    }
+
+    /// Runs `spec` against a fresh fake broker on a single-threaded runtime, as `main` does.
+    fn run_against_fake(knobs: Knobs, protocol: Protocol, spec: Spec) -> TestResult {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local
+            .block_on(&runtime, async move {
+                let addr = fake_broker::start(knobs).await?;
+                anyhow::Ok(run(Target { addr, protocol }, spec).await?)
+            })
+            .expect("scenario")
+    }
+
+    fn count(result: &TestResult, key: &str) -> u64 {
+        result
+            .details
+            .get(key)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or_else(|| panic!("no {key} in {:?}", result.details))
+    }
+
+    #[test]
+    fn qos2_stream_through_a_forwarding_broker_loses_nothing() {
+        let knobs = Knobs {
+            receive_maximum: Some(4),
+            drop_every: 0,
+        };
+        let r = run_against_fake(knobs, Protocol::V5, spec("q2", 1, 1, QoS::ExactlyOnce));
+        let sent = count(&r, "sent");
+        assert!(sent > 100, "sent only {sent}");
+        assert_eq!(count(&r, "acked"), sent, "every PUBCOMP arrived");
+        assert_eq!(count(&r, "delivered"), sent);
+        assert_eq!(count(&r, "lost"), 0);
+        assert_eq!(count(&r, "out_of_order_or_duplicate"), 0);
+        assert!(
+            r.figures
+                .iter()
+                .any(|f| f.name == "deliveries/s" && f.value > 0.0)
+        );
+    }
+
+    #[test]
+    fn fan_in_on_a_wildcard_receives_every_publisher() {
+        let mut spec = spec("fanin", 5, 1, QoS::AtLeastOnce);
+        spec.wildcard = true;
+        let r = run_against_fake(Knobs::default(), Protocol::V311, spec);
+        let sent = count(&r, "sent");
+        assert!(sent > 100, "sent only {sent}");
+        assert_eq!(count(&r, "delivered"), sent);
+        assert_eq!(count(&r, "unrecognised_payloads"), 0);
+    }
+
+    #[test]
+    fn fan_out_counts_one_delivery_per_subscriber() {
+        let r = run_against_fake(
+            Knobs::default(),
+            Protocol::V5,
+            spec("fo", 1, 3, QoS::AtMostOnce),
+        );
+        let sent = count(&r, "sent");
+        assert!(sent > 100, "sent only {sent}");
+        assert_eq!(count(&r, "expected_deliveries"), sent * 3);
+        assert_eq!(count(&r, "delivered"), sent * 3);
+    }
+
+    #[test]
+    fn publishes_the_broker_drops_are_reported_lost() {
+        let knobs = Knobs {
+            receive_maximum: None,
+            drop_every: 10,
+        };
+        let r = run_against_fake(knobs, Protocol::V5, spec("drop", 1, 1, QoS::AtLeastOnce));
+        let sent = count(&r, "sent");
+        assert!(sent >= 100, "sent only {sent}");
+        assert_eq!(count(&r, "lost"), sent / 10);
+        // Only a drop of the very last message is not followed by a later one.
+        assert!(count(&r, "skipped_mid_stream") + 1 >= sent / 10);
+        let lost = r.figures.iter().find(|f| f.name == "lost").map(|f| f.value);
+        assert_eq!(lost, Some((sent / 10) as f64));
+    }
+
+    #[test]
+    fn fixed_rate_latency_samples_the_measured_window_only() {
+        let mut spec = spec("lat", 1, 1, QoS::AtMostOnce);
+        spec.rate = Some(2000.0);
+        spec.latency = true;
+        let r = run_against_fake(Knobs::default(), Protocol::V5, spec);
+        // 0.3 s at 2,000 msg/s; the warm-up's 200 messages are not sampled.
+        let samples = count(&r, "samples");
+        assert!((450..=700).contains(&samples), "{samples} samples");
+        let p = |name: &str| r.figures.iter().find(|f| f.name == name).map(|f| f.value);
+        let (p50, p99, p999) = (p("p50"), p("p99"), p("p999"));
+        assert!(
+            p50 > Some(0.0) && p50 <= p99 && p99 <= p999,
+            "{p50:?} {p99:?} {p999:?}"
+        );
+        assert!(r.figures.iter().all(|f| f.name != "deliveries/s"));
+    }
 
     #[test]
     fn stamp_round_trips_through_a_payload() {
