@@ -1034,11 +1034,13 @@ impl Config {
         self.mqtt.clone()
     }
 
-    /// The seed of the node's RNGs: `node.seed`, or a fixed hash (FNV-1a) of the node name, so a
-    /// node behaves the same on every run and two nodes never share a seed by accident.
-    pub fn rng_seed(&self) -> u64 {
+    /// The seed of the node's RNGs: `node.seed`, else `entropy` (fresh from the OS in
+    /// production, see `Net::entropy_seed`), else a fixed hash (FNV-1a) of the node name, so a
+    /// simulated node behaves the same on every run and two nodes never share a seed by accident.
+    pub fn rng_seed(&self, entropy: Option<u64>) -> u64 {
         self.node
             .seed
+            .or(entropy)
             .unwrap_or_else(|| fnv1a(self.node.name.as_str().as_bytes()))
     }
 
@@ -1513,16 +1515,17 @@ mod tests {
     }
 
     #[test]
-    fn rng_seed_is_explicit_or_a_stable_hash_of_the_name() {
+    fn rng_seed_is_explicit_then_entropy_then_a_stable_hash_of_the_name() {
         let a = Config::from_pairs(&[("node.name", "n1@n1")]).unwrap();
+        assert_eq!(a.rng_seed(Some(99)), 99, "auto takes the backend's entropy");
         let b = Config::from_pairs(&[("node.name", "n2@n2")]).unwrap();
-        assert_eq!(a.rng_seed(), fnv1a(b"n1@n1"));
-        assert_ne!(a.rng_seed(), b.rng_seed());
+        assert_eq!(a.rng_seed(None), fnv1a(b"n1@n1"));
+        assert_ne!(a.rng_seed(None), b.rng_seed(None));
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(
             Config::from_pairs(&[("node.seed", "7")])
                 .unwrap()
-                .rng_seed(),
+                .rng_seed(Some(1)),
             7
         );
     }

@@ -377,3 +377,53 @@ fn check_config_prints_effective_config_with_overrides() {
         "{text}"
     );
 }
+
+#[test]
+fn mosquitto_takeover_and_topic_alias() {
+    if !mosquitto_clients() {
+        return;
+    }
+    let b = Broker::start(&[]);
+    // Takeover: the first mosquitto_sub receives DISCONNECT 0x8E (printed as 142) and exits.
+    let first = sub(
+        &b,
+        &["-V", "mqttv5", "-i", "same", "-t", "x", "-d", "-W", "5"],
+    );
+    settle();
+    let mut second = sub(&b, &["-V", "mqttv5", "-i", "same", "-t", "x", "-W", "5"]);
+    let out = first.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Received DISCONNECT (142)"), "{text}");
+    let _ = second.kill();
+    let _ = second.wait();
+
+    // Topic alias: mosquitto_pub -l sends the topic once with alias 1, then the alias alone.
+    let s = sub(&b, &["-V", "mqttv5", "-t", "alias/t", "-C", "3", "-W", "5"]);
+    settle();
+    let mut p = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port(),
+            "-V",
+            "mqttv5",
+            "-t",
+            "alias/t",
+            "-l",
+        ])
+        .args(["-D", "publish", "topic-alias", "1", "-q", "1"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\nthree\n")
+        .unwrap();
+    assert!(p.wait().unwrap().success());
+    assert_eq!(
+        lines(&s.wait_with_output().unwrap()),
+        ["one", "two", "three"]
+    );
+}

@@ -92,4 +92,11 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Wall-clock time (only for things shown to humans, never for protocol decisions).
     fn system_time(&self) -> SystemTime;
+
+    /// A fresh unpredictable seed for the node's RNG when `node.seed = auto`, or `None` where
+    /// runs must replay (the simulation), in which case the seed derives from the node name.
+    /// Production needs fresh entropy: handshake nonces must not repeat across restarts.
+    fn entropy_seed(&self) -> Option<u64> {
+        None
+    }
 }

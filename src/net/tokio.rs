@@ -119,11 +119,26 @@ impl Net for TokioNet {
     fn system_time(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    fn entropy_seed(&self) -> Option<u64> {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState keys come from the OS's entropy source on every construction.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Some(h.finish())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entropy_seeds_differ_between_calls() {
+        let net = TokioNet::new();
+        assert_ne!(net.entropy_seed(), net.entropy_seed());
+        assert!(net.entropy_seed().is_some());
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]

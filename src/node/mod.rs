@@ -169,7 +169,7 @@ impl RunningNode {
 /// Starts a node on `net`: binds the MQTT listener (and the admin endpoint unless
 /// `admin.bind = off`), spawns its tasks and returns once both are listening.
 pub async fn start<N: Net>(net: N, config: Config) -> Result<RunningNode, NodeError> {
-    let broker = Broker::new(config.broker_config(), config.rng_seed());
+    let broker = Broker::new(config.broker_config(), config.rng_seed(net.entropy_seed()));
     start_with::<N, Broker, MqttWire>(net, config, broker).await
 }
 
