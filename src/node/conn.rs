@@ -29,13 +29,15 @@ const MAX_IOSLICES: usize = 64;
 /// Back-off after a failed accept (e.g. out of file descriptors) so we do not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// What the broker task tells a writer.
-#[derive(Debug)]
-pub(crate) enum WriterMsg {
-    /// Bytes to write, encoded in one batch of the broker task.
-    Data(Bytes),
-    /// Flush everything before this, then shut the socket down.
-    Close,
+/// What the broker task has handed a writer and the writer has not taken yet. A plain queue
+/// behind a mutex rather than a channel: a channel preallocates a block of slots per
+/// connection, which idle connections would pay for.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    /// Bytes to write, each encoded in one batch of the broker task.
+    chunks: VecDeque<Bytes>,
+    /// Flush what is queued, then shut the socket down.
+    close: bool,
 }
 
 /// State shared by a connection's reader, writer and the broker task.
@@ -49,12 +51,33 @@ pub(crate) struct ConnShared {
     pub(crate) stop_reader: Notify,
     /// Set by the writer on an I/O error so the woken reader reports the loss.
     pub(crate) writer_failed: AtomicBool,
+    /// Chunks waiting for the writer.
+    pub(crate) outq: std::sync::Mutex<OutQueue>,
+    /// Wakes the writer when `outq` changed.
+    pub(crate) writer_wake: Notify,
+}
+
+impl ConnShared {
+    /// Queues `chunk` for the writer.
+    pub(crate) fn push(&self, chunk: Bytes) {
+        if let Ok(mut q) = self.outq.lock() {
+            q.chunks.push_back(chunk);
+        }
+        self.writer_wake.notify_one();
+    }
+
+    /// Tells the writer to flush what is queued and shut the socket down.
+    pub(crate) fn close_writer(&self) {
+        if let Ok(mut q) = self.outq.lock() {
+            q.close = true;
+        }
+        self.writer_wake.notify_one();
+    }
 }
 
 /// The broker task's end of one connection.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    pub(crate) tx: mpsc::UnboundedSender<WriterMsg>,
     pub(crate) shared: Arc<ConnShared>,
 }
 
@@ -104,9 +127,7 @@ impl<N: Net, W: Wire> Acceptor<N, W> {
     async fn open(&self, conn: ConnId, peer: SocketAddr, stream: N::TcpStream) -> bool {
         let span = tracing::debug_span!(parent: &self.node_span, "conn", conn = conn.0, %peer);
         let shared = Arc::new(ConnShared::default());
-        let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
-            tx,
             shared: Arc::clone(&shared),
         };
         // Sent before the reader exists, so Opened precedes the connection's packets.
@@ -120,7 +141,7 @@ impl<N: Net, W: Wire> Acceptor<N, W> {
         }
         let (read_half, write_half) = tokio::io::split(stream);
         tokio::spawn(
-            write_loop(write_half, rx, Arc::clone(&shared), self.alive.clone())
+            write_loop(write_half, Arc::clone(&shared), self.alive.clone())
                 .instrument(span.clone()),
         );
         let reader = Reader::<W> {
@@ -147,9 +168,9 @@ struct Reader<W: Wire> {
 
 impl<W: Wire> Reader<W> {
     async fn run<R: AsyncRead + Unpin>(mut self, mut socket: R) {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Empty (no allocation) while the connection idles: an idle client costs no read buffer.
+        let mut buf = BytesMut::new();
         loop {
-            buf.reserve(READ_CHUNK);
             let read = tokio::select! {
                 biased;
                 () = self.shared.stop_reader.notified() => {
@@ -158,7 +179,7 @@ impl<W: Wire> Reader<W> {
                     }
                     return;
                 }
-                read = socket.read_buf(&mut buf) => read,
+                read = read_some(&mut socket, &mut buf) => read,
             };
             let bytes = match read {
                 Ok(0) => {
@@ -207,32 +228,28 @@ impl<W: Wire> Reader<W> {
     }
 }
 
-/// Writes chunks until told to close (or the broker task drops the outbox), then shuts the
-/// socket down and stops the reader.
+/// Writes chunks until told to close (the broker task also closes when it drops the
+/// connection), then shuts the socket down and stops the reader.
 async fn write_loop<Wr: AsyncWrite + Unpin>(
     mut socket: Wr,
-    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     shared: Arc<ConnShared>,
     _alive: mpsc::Sender<()>,
 ) {
-    let mut msgs = Vec::with_capacity(MAX_IOSLICES);
-    let mut chunks: VecDeque<Bytes> = VecDeque::with_capacity(MAX_IOSLICES);
+    // Grows on first use: an idle connection's writer holds no buffer.
+    let mut chunks: VecDeque<Bytes> = VecDeque::new();
     loop {
-        let received = tokio::select! {
+        tokio::select! {
             biased;
             () = shared.abort.notified() => return,
-            n = rx.recv_many(&mut msgs, MAX_IOSLICES) => n,
-        };
-        let mut close = received == 0;
-        for msg in msgs.drain(..) {
-            match msg {
-                WriterMsg::Data(chunk) => chunks.push_back(chunk),
-                WriterMsg::Close => {
-                    close = true;
-                    break;
-                }
-            }
+            () = shared.writer_wake.notified() => {}
         }
+        let close = match shared.outq.lock() {
+            Ok(mut q) => {
+                std::mem::swap(&mut chunks, &mut q.chunks);
+                q.close
+            }
+            Err(_) => true,
+        };
         let written = tokio::select! {
             biased;
             () = shared.abort.notified() => return,
@@ -261,15 +278,7 @@ async fn write_chunks<Wr: AsyncWrite + Unpin>(
     queued: &AtomicUsize,
 ) -> std::io::Result<()> {
     while !chunks.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
-        let mut count = 0;
-        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
-            *slot = IoSlice::new(chunk);
-            count += 1;
-        }
-        let mut n = socket
-            .write_vectored(slices.get(..count).unwrap_or_default())
-            .await?;
+        let mut n = write_some(socket, chunks).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -288,4 +297,45 @@ async fn write_chunks<Wr: AsyncWrite + Unpin>(
         }
     }
     socket.flush().await
+}
+
+/// One vectored write of the queued chunks. The `IoSlice` array is built on the stack inside
+/// each poll, so it is not part of the writer task's state (which every idle connection keeps).
+async fn write_some<Wr: AsyncWrite + Unpin>(
+    socket: &mut Wr,
+    chunks: &VecDeque<Bytes>,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+        let mut count = 0;
+        for (slot, chunk) in slices.iter_mut().zip(chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            count += 1;
+        }
+        std::pin::Pin::new(&mut *socket)
+            .poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
+    })
+    .await
+}
+
+/// Reads what the socket has into `buf`. While `buf` holds no partial frame the read goes into a
+/// stack buffer that lives only inside one poll, and only the bytes that arrived are copied
+/// into `buf`: idle connections keep no read buffer allocated. A partial frame is completed by
+/// reading straight into `buf`.
+async fn read_some<R: AsyncRead + Unpin>(
+    socket: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if !buf.is_empty() {
+        buf.reserve(READ_CHUNK);
+        return socket.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut stack = [0u8; READ_CHUNK];
+        let mut rb = tokio::io::ReadBuf::new(&mut stack);
+        std::task::ready!(std::pin::Pin::new(&mut *socket).poll_read(cx, &mut rb))?;
+        buf.extend_from_slice(rb.filled());
+        std::task::Poll::Ready(Ok(rb.filled().len()))
+    })
+    .await
 }

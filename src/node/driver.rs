@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
 use super::NodeMetrics;
-use super::conn::{ConnShared, Outbox, WriterMsg};
+use super::conn::{ConnShared, Outbox};
 use super::core::{Core, Wire};
 use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss};
 use crate::codec::Packet;
@@ -46,9 +46,16 @@ pub(crate) enum Event {
     Shutdown(oneshot::Sender<()>),
 }
 
+impl Drop for ConnOut {
+    /// However the broker task lets go of a connection (closed, dropped as a slow consumer,
+    /// node stopping), its writer flushes what it has and shuts the socket down.
+    fn drop(&mut self) {
+        self.shared.close_writer();
+    }
+}
+
 /// The broker task's view of one connection.
 struct ConnOut {
-    tx: mpsc::UnboundedSender<WriterMsg>,
     shared: Arc<ConnShared>,
     /// What this batch encoded for the connection; handed over as one chunk.
     buf: BytesMut,
@@ -148,7 +155,6 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             Event::Opened { conn, outbox } => {
                 self.accepted += 1;
                 let out = ConnOut {
-                    tx: outbox.tx,
                     shared: outbox.shared,
                     buf: BytesMut::new(),
                     closing: false,
@@ -268,11 +274,10 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             if queued > self.max_queued_bytes && !out.closing {
                 return self.drop_slow_consumer(conn, queued);
             }
-            // A send error means the writer already died; its reader reports the loss.
-            let _ = out.tx.send(WriterMsg::Data(chunk));
+            // If the writer already died, its reader reports the loss.
+            out.shared.push(chunk);
         }
         if out.closing {
-            let _ = out.tx.send(WriterMsg::Close);
             self.conns.remove(&conn);
         }
     }
@@ -294,9 +299,8 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
     }
 
     fn close_all(&mut self) {
-        for (_, out) in std::mem::take(&mut self.conns) {
-            let _ = out.tx.send(WriterMsg::Close);
-        }
+        // Dropping a `ConnOut` tells its writer to flush and close.
+        self.conns.clear();
     }
 }
 
