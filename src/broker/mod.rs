@@ -32,6 +32,7 @@ pub mod topic;
 mod tests;
 
 use crate::codec::{DecodeError, Packet, Protocol, ReasonCode};
+use inflight::OutState;
 use session::{Message, Outbox, SessionKey, Sessions, SubOptions};
 use timers::Timer;
 use topic::{RetainedStore, TopicTrie};
@@ -238,14 +239,14 @@ impl Broker {
         match packet {
             Packet::Publish(p) => self.handle_publish(conn, key, p, now),
             Packet::PubAck(ack) => self.with_session(key, now, |s, cfg, out, now| {
-                s.on_puback(ack.packet_id, cfg, out, now)
+                s.on_flow_complete(ack.packet_id, OutState::Qos1Sent, cfg, out, now)
             }),
             Packet::PubRec(ack) => self.with_session(key, now, |s, cfg, out, now| {
                 s.on_pubrec(&ack, cfg, out, now)
             }),
             Packet::PubRel(ack) => self.handle_pubrel(conn, key, ack.packet_id),
             Packet::PubComp(ack) => self.with_session(key, now, |s, cfg, out, now| {
-                s.on_pubcomp(ack.packet_id, cfg, out, now)
+                s.on_flow_complete(ack.packet_id, OutState::Released, cfg, out, now)
             }),
             Packet::Subscribe(sub) => self.handle_subscribe(conn, key, sub, now),
             Packet::Unsubscribe(unsub) => self.handle_unsubscribe(conn, key, unsub),

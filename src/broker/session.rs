@@ -405,19 +405,18 @@ impl Session {
         }
     }
 
-    /// PUBACK from the client.
-    pub fn on_puback(
+    /// PUBACK (for a QoS 1 message) or PUBCOMP (for a released QoS 2 message) from the client:
+    /// that flow is over and its window slot goes to the next queued message. `expected` is the
+    /// state the acknowledged entry must be in; an ack for another state is ignored.
+    pub fn on_flow_complete(
         &mut self,
         packet_id: u16,
+        expected: OutState,
         cfg: &BrokerConfig,
         out: &mut Outbox,
         now: Duration,
     ) {
-        if self
-            .inflight
-            .complete(packet_id, OutState::Qos1Sent)
-            .is_some()
-        {
+        if self.inflight.complete(packet_id, expected).is_some() {
             self.pump(cfg, out, now);
         }
     }
@@ -445,23 +444,6 @@ impl Session {
                 }
                 link.send(Packet::PubRel(rel), out);
             }
-        }
-    }
-
-    /// PUBCOMP from the client: the QoS 2 flow is over.
-    pub fn on_pubcomp(
-        &mut self,
-        packet_id: u16,
-        cfg: &BrokerConfig,
-        out: &mut Outbox,
-        now: Duration,
-    ) {
-        if self
-            .inflight
-            .complete(packet_id, OutState::Released)
-            .is_some()
-        {
-            self.pump(cfg, out, now);
         }
     }
 }
