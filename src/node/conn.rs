@@ -209,7 +209,7 @@ impl<W: Wire> Reader<W> {
 
 /// Writes chunks until told to close (or the broker task drops the outbox), then shuts the
 /// socket down and stops the reader.
-async fn write_loop<Wr: AsyncWrite + Unpin>(
+pub(crate) async fn write_loop<Wr: AsyncWrite + Unpin>(
     mut socket: Wr,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     shared: Arc<ConnShared>,

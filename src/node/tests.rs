@@ -160,7 +160,7 @@ async fn fake_node(extra: &[(&str, &str)]) -> (RunningNode, Arc<Mutex<Seen>>) {
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).unwrap();
     let (core, seen) = FakeCore::new();
-    let node = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core)
+    let node = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core, false)
         .await
         .unwrap();
     (node, seen)
@@ -287,7 +287,7 @@ async fn binding_a_busy_port_fails_with_the_address() {
     let config =
         Config::from_pairs(&[("listener.tcp.bind", &busy), ("admin.bind", "off")]).unwrap();
     let (core, _) = FakeCore::new();
-    let err = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core)
+    let err = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core, false)
         .await
         .unwrap_err();
     assert!(matches!(err, NodeError::BindMqtt { addr, .. } if addr.to_string() == busy));
@@ -367,7 +367,7 @@ fn node_runs_on_a_turmoil_host() {
             ("admin.token", "t"),
         ])?;
         let (core, _) = FakeCore::new();
-        let _node = start_with::<SimNet, FakeCore, ByteWire>(SimNet, config, core).await?;
+        let _node = start_with::<SimNet, FakeCore, ByteWire>(SimNet, config, core, false).await?;
         std::future::pending::<()>().await;
         Ok(())
     });
