@@ -389,3 +389,52 @@ fn node_runs_on_a_turmoil_host() {
     });
     sim.run().unwrap();
 }
+
+/// Two clustered nodes on turmoil hosts find each other from their static seeds: host names
+/// resolve through turmoil, the cluster listener binds 0.0.0.0 for a DNS host, and the handles
+/// (what the simulator reads) report the same membership and routes.
+#[cfg(feature = "sim")]
+#[test]
+fn clustered_nodes_form_a_cluster_on_turmoil_hosts() {
+    use super::NodeHandle;
+    use crate::net::SimNet;
+    use std::sync::Mutex as StdMutex;
+
+    let handles: Arc<StdMutex<Vec<NodeHandle>>> = Arc::default();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(30))
+        .build();
+    for host in ["n1", "n2"] {
+        let handles = Arc::clone(&handles);
+        sim.host(host, move || {
+            let handles = Arc::clone(&handles);
+            async move {
+                let name = format!("{host}@{host}");
+                let config = Config::from_pairs(&[
+                    ("node.name", name.as_str()),
+                    ("listener.tcp.bind", "0.0.0.0:1883"),
+                    ("admin.bind", "off"),
+                    ("cluster.discovery", "static"),
+                    ("cluster.static.seeds", "n1@n1,n2@n2"),
+                    ("cluster.heartbeat", "200ms"),
+                ])?;
+                let node = crate::node::start(SimNet, config).await?;
+                handles.lock().unwrap().push(node.handle());
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    sim.client("check", async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let all: Vec<NodeHandle> = handles.lock().unwrap().clone();
+        assert_eq!(all.len(), 2);
+        for h in &all {
+            let status = h.cluster_status().await?;
+            assert_eq!(status.running_nodes, ["n1@n1", "n2@n2"]);
+            assert!(status.stopped_nodes.is_empty());
+        }
+        Ok(())
+    });
+    sim.run().unwrap();
+}
