@@ -347,7 +347,7 @@ pub struct McastSection {
 pub struct ClusterSection {
     /// `cluster.name`: nodes of different clusters refuse to link.
     pub name: String,
-    /// `cluster.port`: the inter-node TCP port.
+    /// `cluster.port`: the inter-node TCP port (0: any free port, announced to peers).
     pub port: u16,
     /// `cluster.discovery`.
     pub discovery: Discovery,
@@ -685,7 +685,8 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "cluster.port",
-        apply: |c, v| set(&mut c.cluster.port, parse_int(v, 1, u16::MAX)),
+        // 0 picks a free port: for a node nobody dials by configuration (tests, standalone).
+        apply: |c, v| set(&mut c.cluster.port, parse_int(v, 0, u16::MAX)),
         render: |c| c.cluster.port.to_string(),
     },
     KeySpec {
@@ -1302,11 +1303,11 @@ mod tests {
 
     #[test]
     fn env_errors_name_the_variable() {
-        let env = vec![("FLOCKMQ_CLUSTER__PORT".to_string(), "0".to_string())];
+        let env = vec![("FLOCKMQ_CLUSTER__PORT".to_string(), "65536".to_string())];
         let e = Config::load(None, env, &[]).unwrap_err().to_string();
         assert_eq!(
             e,
-            "env FLOCKMQ_CLUSTER__PORT: cluster.port: '0' is not an integer between 1 and 65535"
+            "env FLOCKMQ_CLUSTER__PORT: cluster.port: '65536' is not an integer between 0 and 65535"
         );
         let env = vec![("FLOCKMQ_NOPE".to_string(), "1".to_string())];
         assert_eq!(

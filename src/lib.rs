@@ -11,6 +11,10 @@
 //!   [`broker::Action`]s (send a packet, close a connection). It owns sessions, the topic trie,
 //!   retained messages, QoS state machines, wills and keepalive, draws randomness only from its
 //!   seeded RNG, and never reads a clock, spawns or touches a socket.
+//! - [`cluster`]: the sans-IO cluster core (same shape as the broker): link handshakes with
+//!   HMAC cookie proofs, heartbeats, membership merged by incarnation, the replicated route table
+//!   (filter -> nodes) and forwarding of publishes once per destination node. Its wire format
+//!   (length-prefixed postcard frames) lives in `cluster::wire`.
 //! - [`config`]: the flat `key = value` configuration (file < `FLOCKMQ_*` environment < `--set`),
 //!   validated into typed settings with errors that name file, line and key.
 //! - [`net`]: the [`net::Net`] trait through which a node reaches sockets and time, with the tokio
@@ -26,6 +30,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod net;

@@ -208,13 +208,6 @@ fn ctl_command(args: &CtlArgs) -> ExitCode {
 }
 
 fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
-    // Filled in by the clustering issue; parsed now so scripts fail clearly, not on usage.
-    if matches!(
-        args.command,
-        CtlCommand::Cluster { .. } | CtlCommand::Routes { .. }
-    ) {
-        anyhow::bail!("Failed: clustering is not built yet");
-    }
     let (addr, token) = match args.admin {
         Some(addr) => (addr, args.token.clone()),
         None => {
@@ -238,7 +231,65 @@ fn run_ctl(args: &CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCommand::Metrics => print!("{}", ctl::get(addr, "/metrics", token)?),
-        CtlCommand::Routes { .. } | CtlCommand::Cluster { .. } => {}
+        CtlCommand::Routes {
+            command: ListCommand::List { json },
+        } => {
+            let body = ctl::get(addr, "/api/v1/routes", token)?;
+            if *json {
+                println!("{}", body.trim_end());
+            } else {
+                print!("{}", ctl::routes_table(&ctl::parse_routes(&body)?));
+            }
+        }
+        CtlCommand::Cluster { command } => cluster_command(addr, token, command)?,
+    }
+    Ok(())
+}
+
+/// The cluster commands, printing what EMQX prints (DESIGN §2).
+fn cluster_command(
+    addr: SocketAddr,
+    token: Option<&str>,
+    command: &ClusterCommand,
+) -> anyhow::Result<()> {
+    /// The reason of a refused command: the endpoint's text for a 400, else the error itself.
+    fn reason(e: ctl::CtlError) -> String {
+        match e {
+            ctl::CtlError::Status { status: 400, body } => body,
+            other => other.to_string(),
+        }
+    }
+    match command {
+        ClusterCommand::Status { json } => {
+            let body = ctl::get(addr, "/api/v1/cluster/status", token)?;
+            let status = ctl::parse_cluster_status(&body)?;
+            if *json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                println!("{}", status.render());
+            }
+        }
+        ClusterCommand::Join { node } => {
+            let body = serde_json::json!({ "node": node });
+            match ctl::post(addr, "/api/v1/cluster/join", &body, token) {
+                Ok(_) => println!("Join the cluster successfully."),
+                Err(e) => anyhow::bail!("Failed to join the cluster: {}", reason(e)),
+            }
+        }
+        ClusterCommand::Leave => {
+            let body = serde_json::json!({});
+            match ctl::post(addr, "/api/v1/cluster/leave", &body, token) {
+                Ok(_) => println!("Leave the cluster successfully."),
+                Err(e) => anyhow::bail!("Failed to leave the cluster: {}", reason(e)),
+            }
+        }
+        ClusterCommand::ForceLeave { node } => {
+            let body = serde_json::json!({ "node": node });
+            match ctl::post(addr, "/api/v1/cluster/force-leave", &body, token) {
+                Ok(_) => println!("Remove the node from cluster successfully."),
+                Err(e) => anyhow::bail!("Failed to remove the node from cluster: {}", reason(e)),
+            }
+        }
     }
     Ok(())
 }
@@ -378,15 +429,23 @@ mod tests {
     }
 
     #[test]
-    fn cluster_commands_fail_until_clustering_exists() {
-        let Command::Ctl(args) =
-            parse(&["ctl", "--admin", "127.0.0.1:1", "cluster", "status"]).command
+    fn cluster_join_reports_an_unreachable_admin_endpoint_as_a_failed_join() {
+        let Command::Ctl(args) = parse(&[
+            "ctl",
+            "--admin",
+            "127.0.0.1:1",
+            "cluster",
+            "join",
+            "n2@127.0.0.2",
+        ])
+        .command
         else {
             panic!()
         };
-        assert_eq!(
-            run_ctl(&args).unwrap_err().to_string(),
-            "Failed: clustering is not built yet"
+        let err = run_ctl(&args).unwrap_err().to_string();
+        assert!(
+            err.starts_with("Failed to join the cluster: cannot reach the admin endpoint"),
+            "{err}"
         );
     }
 }

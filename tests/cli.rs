@@ -25,6 +25,8 @@ impl Broker {
             "listener.tcp.bind=127.0.0.1:0",
             "--set",
             "admin.bind=127.0.0.1:0",
+            "--set",
+            "cluster.port=0",
         ])
         .arg("--set")
         .arg(format!("node.data_dir={}", data.display()));

@@ -1,5 +1,5 @@
-//! The `flockmq ctl` client: a minimal blocking HTTP/1.1 GET against the admin endpoint, and the
-//! text the commands print. No async runtime, no dependencies beyond std and serde.
+//! The `flockmq ctl` client: a minimal blocking HTTP/1.1 GET / POST against the admin endpoint,
+//! and the text the commands print. No async runtime, no dependencies beyond std and serde.
 //!
 //! It only talks to the admin endpoint; it never reads node state any other way.
 
@@ -54,14 +54,44 @@ pub fn admin_target(config: &Config) -> Result<SocketAddr, CtlError> {
 
 /// `GET path` on the admin endpoint; the body of a 200 answer.
 pub fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<String, CtlError> {
+    request(addr, "GET", path, None, token)
+}
+
+/// `POST path` with a JSON body on the admin endpoint; the body of a 200 answer.
+pub fn post(
+    addr: SocketAddr,
+    path: &str,
+    json: &serde_json::Value,
+    token: Option<&str>,
+) -> Result<String, CtlError> {
+    request(addr, "POST", path, Some(json.to_string()), token)
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Result<String, CtlError> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
         .map_err(|source| CtlError::Connect { addr, source })?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    // A join waits for the link to come up, so allow it longer than a plain query.
+    stream.set_read_timeout(Some(TIMEOUT * 4))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let body_headers = body.as_ref().map_or_else(String::new, |b| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        )
+    });
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{body_headers}Connection: close\r\n\r\n{}",
+        body.unwrap_or_default()
+    );
     stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream.take(MAX_RESPONSE).read_to_end(&mut raw)?;
@@ -198,6 +228,24 @@ pub fn clients_table(rows: &[ClientRow]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Parses `GET /api/v1/cluster/status`.
+pub fn parse_cluster_status(json: &str) -> Result<crate::cluster::ClusterStatus, CtlError> {
+    Ok(serde_json::from_str(json)?)
+}
+
+/// Parses `GET /api/v1/routes`.
+pub fn parse_routes(json: &str) -> Result<Vec<crate::cluster::RouteEntry>, CtlError> {
+    Ok(serde_json::from_str(json)?)
+}
+
+/// The text `ctl routes list` prints: one `FILTER -> node1,node2` line per filter.
+pub fn routes_table(routes: &[crate::cluster::RouteEntry]) -> String {
+    routes
+        .iter()
+        .map(|r| format!("{} -> {}\n", r.filter, r.nodes.join(",")))
+        .collect()
 }
 
 #[cfg(test)]

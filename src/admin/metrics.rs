@@ -108,6 +108,59 @@ pub fn render_prometheus(m: &NodeMetrics) -> String {
         "Seconds since the node started.",
         m.uptime,
     );
+    let c = &m.cluster;
+    for (name, kind, help, value) in [
+        (
+            "flockmq_cluster_links_up",
+            "gauge",
+            "Authenticated links to other nodes.",
+            c.links_up,
+        ),
+        (
+            "flockmq_cluster_running_nodes",
+            "gauge",
+            "Running cluster members, this node included.",
+            c.running_nodes,
+        ),
+        (
+            "flockmq_cluster_stopped_nodes",
+            "gauge",
+            "Known cluster members without a live link.",
+            c.stopped_nodes,
+        ),
+        (
+            "flockmq_cluster_routes",
+            "gauge",
+            "Routes: local filters plus (filter, remote node) pairs.",
+            c.routes,
+        ),
+        (
+            "flockmq_cluster_forwards_sent_total",
+            "counter",
+            "Publishes forwarded to other nodes (one per destination node).",
+            c.forwards_sent,
+        ),
+        (
+            "flockmq_cluster_forwards_received_total",
+            "counter",
+            "Publishes received from other nodes.",
+            c.forwards_received,
+        ),
+        (
+            "flockmq_cluster_forward_drops_total",
+            "counter",
+            "Forwards that could not be sent to a node.",
+            c.forward_drops,
+        ),
+        (
+            "flockmq_cluster_links_rejected_total",
+            "counter",
+            "Links refused or closed for bad input (handshake, framing, garbage).",
+            c.links_rejected,
+        ),
+    ] {
+        single(&mut out, name, kind, help, value);
+    }
     out
 }
 
@@ -134,6 +187,16 @@ mod tests {
                 bytes_in: 1000,
                 bytes_out: 2000,
             },
+            cluster: crate::cluster::ClusterMetrics {
+                links_up: 2,
+                running_nodes: 3,
+                stopped_nodes: 1,
+                routes: 4,
+                forwards_sent: 5,
+                forwards_received: 6,
+                forward_drops: 7,
+                links_rejected: 8,
+            },
         }
     }
 
@@ -157,6 +220,14 @@ mod tests {
             "flockmq_connections_accepted_total 9",
             "flockmq_slow_consumer_disconnects_total 1",
             "flockmq_uptime_seconds 42",
+            "flockmq_cluster_links_up 2",
+            "flockmq_cluster_running_nodes 3",
+            "flockmq_cluster_stopped_nodes 1",
+            "flockmq_cluster_routes 4",
+            "flockmq_cluster_forwards_sent_total 5",
+            "flockmq_cluster_forwards_received_total 6",
+            "flockmq_cluster_forward_drops_total 7",
+            "flockmq_cluster_links_rejected_total 8",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -183,7 +254,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "bad value in {line:?}");
             }
         }
-        assert_eq!(declared.len(), 12);
+        assert_eq!(declared.len(), 20);
         assert!(text.ends_with('\n'));
     }
 }

@@ -18,11 +18,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::sync::{mpsc, watch};
 
+use crate::config::{NodeName, SeedNode};
 use crate::net::Net;
-use crate::node::{NodeError, NodeHandle};
+use crate::node::{CommandError, NodeError, NodeHandle};
 
 /// Pause after a failed accept so a full fd table does not make us spin.
 const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -33,7 +34,17 @@ struct AdminState {
     token: Option<Arc<str>>,
 }
 
-/// The admin routes: `GET /metrics`, `GET /api/v1/metrics`, `GET /api/v1/clients`.
+/// Body of `POST /api/v1/cluster/join` and `/force-leave`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeRequest {
+    /// `name@host` (join also takes `name@host:port`).
+    pub node: String,
+}
+
+/// The admin routes: `GET /metrics`, `GET /api/v1/metrics`, `GET /api/v1/clients`,
+/// `GET /api/v1/cluster/status`, `GET /api/v1/routes`, `POST /api/v1/cluster/join`,
+/// `POST /api/v1/cluster/leave`, `POST /api/v1/cluster/force-leave`. A refused cluster command
+/// answers 400 with the reason as plain text.
 pub fn router(handle: NodeHandle, token: Option<String>) -> Router {
     let state = AdminState {
         handle,
@@ -43,6 +54,11 @@ pub fn router(handle: NodeHandle, token: Option<String>) -> Router {
         .route("/metrics", get(prometheus))
         .route("/api/v1/metrics", get(metrics_json))
         .route("/api/v1/clients", get(clients_json))
+        .route("/api/v1/cluster/status", get(cluster_status))
+        .route("/api/v1/routes", get(routes_json))
+        .route("/api/v1/cluster/join", post(cluster_join))
+        .route("/api/v1/cluster/leave", post(cluster_leave))
+        .route("/api/v1/cluster/force-leave", post(cluster_force_leave))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
@@ -103,6 +119,56 @@ async fn clients_json(State(state): State<AdminState>) -> Response {
     match state.handle.clients().await {
         Ok(c) => axum::Json(c).into_response(),
         Err(e) => node_error(e),
+    }
+}
+
+async fn cluster_status(State(state): State<AdminState>) -> Response {
+    match state.handle.cluster_status().await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(e) => node_error(e),
+    }
+}
+
+async fn routes_json(State(state): State<AdminState>) -> Response {
+    match state.handle.routes().await {
+        Ok(r) => axum::Json(r).into_response(),
+        Err(e) => node_error(e),
+    }
+}
+
+fn command_result(result: Result<(), CommandError>) -> Response {
+    match result {
+        Ok(()) => axum::Json(serde_json::json!({"ok": true})).into_response(),
+        Err(CommandError::Node(e)) => node_error(e),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+fn bad_request(why: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response()
+}
+
+async fn cluster_join(
+    State(state): State<AdminState>,
+    axum::Json(req): axum::Json<NodeRequest>,
+) -> Response {
+    match req.node.parse::<SeedNode>() {
+        Ok(seed) => command_result(state.handle.cluster_join(seed).await),
+        Err(e) => bad_request(format!("bad node name: {e}")),
+    }
+}
+
+async fn cluster_leave(State(state): State<AdminState>) -> Response {
+    command_result(state.handle.cluster_leave().await)
+}
+
+async fn cluster_force_leave(
+    State(state): State<AdminState>,
+    axum::Json(req): axum::Json<NodeRequest>,
+) -> Response {
+    match req.node.parse::<NodeName>() {
+        Ok(node) => command_result(state.handle.cluster_force_leave(node).await),
+        Err(e) => bad_request(format!("bad node name '{}': {e}", req.node)),
     }
 }
 

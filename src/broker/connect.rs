@@ -316,12 +316,15 @@ impl Broker {
     /// Removes one subscription (as written by the client) from the tries.
     pub(super) fn remove_subscription(&mut self, key: SessionKey, filter: &str) {
         match parse_subscription_filter(filter, usize::MAX) {
-            Some(SubscriptionFilter::Plain(f)) => {
-                self.subscriptions.remove(f, &key);
+            Some(SubscriptionFilter::Plain(f)) if self.subscriptions.remove(f, &key).is_some() => {
+                self.note_route_removed(f);
             }
+            Some(SubscriptionFilter::Plain(_)) => {}
             Some(SubscriptionFilter::Shared { group, filter: f }) => {
                 let group = ByteString::from(group);
-                self.shared.remove(f, &(group.clone(), key));
+                if self.shared.remove(f, &(group.clone(), key)).is_some() {
+                    self.note_route_removed(f);
+                }
                 let group_empty = self
                     .shared
                     .get(f)
@@ -341,6 +344,7 @@ impl Broker {
     pub(super) fn publish_will(&mut self, will: LastWill, now: Duration) {
         let msg = Arc::new(Message::from_will(will, now));
         self.store_retained(&msg);
+        self.queue_forward(&msg);
         self.route(msg, None, now);
     }
 

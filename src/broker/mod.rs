@@ -135,6 +135,32 @@ pub struct ClientInfo {
     pub queued: usize,
 }
 
+/// A change of the node's route set, reported to the cluster core: a filter gained its first
+/// local subscriber, or lost its last one. Shared subscriptions `$share/g/f` count for `f`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// The first local subscription for this filter appeared.
+    Added(ByteString),
+    /// The last local subscription for this filter went away.
+    Removed(ByteString),
+}
+
+/// A publish from a local client (or a will) that the cluster may forward to other nodes.
+#[derive(Debug, Clone)]
+pub struct LocalPublish(Arc<Message>);
+
+impl LocalPublish {
+    /// Its wire form, borrowed (message expiry counted down to `now`).
+    pub fn forward_ref(&self, now: Duration) -> crate::cluster::wire::ForwardRef<'_> {
+        self.0.forward_ref(now)
+    }
+
+    /// Whether its expiry has passed (then it is not forwarded).
+    pub fn expired(&self, now: Duration) -> bool {
+        self.0.expired(now)
+    }
+}
+
 /// Why a connection went away (told to the broker by the driver).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectionLoss {
@@ -165,6 +191,10 @@ pub struct Broker {
     shared_scratch: Vec<publish::Match>,
     /// Bumped on every session attach/detach; timers carry it so stale ones are ignored.
     epoch: u64,
+    /// Set by a clustered node: route changes and local publishes are queued for the cluster.
+    clustered: bool,
+    route_changes: std::collections::VecDeque<RouteChange>,
+    forwards: std::collections::VecDeque<LocalPublish>,
 }
 
 /// One network connection as the broker sees it.
@@ -198,6 +228,54 @@ impl Broker {
             scratch: Vec::new(),
             shared_scratch: Vec::new(),
             epoch: 0,
+            clustered: false,
+            route_changes: std::collections::VecDeque::new(),
+            forwards: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Makes this broker part of a cluster: from now on it queues route changes
+    /// (`poll_route_change`) and local publishes (`poll_forward`), and a publish without a local
+    /// subscriber is not counted as dropped (it may have remote ones).
+    pub fn enable_cluster(&mut self) {
+        self.clustered = true;
+    }
+
+    /// The next route change for the cluster core, in order.
+    pub fn poll_route_change(&mut self) -> Option<RouteChange> {
+        self.route_changes.pop_front()
+    }
+
+    /// The next local publish for the cluster core to forward, in order.
+    pub fn poll_forward(&mut self) -> Option<LocalPublish> {
+        self.forwards.pop_front()
+    }
+
+    /// Delivers a publish forwarded by another node to the local subscribers (and, when it is
+    /// retained, stores it). It is never forwarded again. Returns the number of deliveries.
+    pub fn deliver_forwarded(
+        &mut self,
+        publish: crate::cluster::wire::ForwardedPublish,
+        now: Duration,
+    ) -> usize {
+        let Some(msg) = Message::from_forwarded(publish, self.config.max_topic_levels, now) else {
+            tracing::debug!("dropping a malformed forwarded publish");
+            return 0;
+        };
+        let msg = Arc::new(msg);
+        self.store_retained(&msg);
+        self.route(msg, None, now)
+    }
+
+    /// Whether any local subscription (plain or shared) uses `filter`.
+    fn has_route(&self, filter: &str) -> bool {
+        self.subscriptions.get(filter).is_some() || self.shared.get(filter).is_some()
+    }
+
+    /// Hands a local publish to the cluster (when clustered).
+    fn queue_forward(&mut self, msg: &Arc<Message>) {
+        if self.clustered {
+            self.forwards.push_back(LocalPublish(Arc::clone(msg)));
         }
     }
 

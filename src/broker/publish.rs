@@ -62,9 +62,11 @@ impl Broker {
         let qos = p.qos;
         let msg = Arc::new(Message::from_publish(p, now));
         self.store_retained(&msg);
+        self.queue_forward(&msg);
         let matched = self.route(msg, Some(key), now);
         let mut ack = Ack::new(packet_id);
-        if v5 && matched == 0 {
+        // A clustered node cannot tell whether another node has subscribers: no 0x10 then.
+        if v5 && matched == 0 && !self.clustered {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
         match qos {
@@ -185,7 +187,7 @@ impl Broker {
         }
         self.scratch = scratch;
         matched += self.route_shared(&msg, now);
-        if matched == 0 {
+        if matched == 0 && !self.clustered {
             self.out.metrics.messages_dropped[msg.qos as usize] += 1;
         }
         matched

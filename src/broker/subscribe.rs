@@ -60,6 +60,7 @@ impl Broker {
             };
             match parse_subscription_filter(filter, levels) {
                 Some(SubscriptionFilter::Plain(f)) if valid_topic_filter(f, levels) => {
+                    self.note_route_added(f);
                     let existed = self.subscriptions.insert(f, key, opts).is_some();
                     let wants_retained = match o.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
@@ -71,6 +72,7 @@ impl Broker {
                     }
                 }
                 Some(SubscriptionFilter::Shared { group, filter: f }) => {
+                    self.note_route_added(f);
                     self.shared.insert(f, (ByteString::from(group), key), opts);
                 }
                 _ => {
@@ -99,6 +101,22 @@ impl Broker {
             if let Some(s) = self.sessions.get_mut(key) {
                 s.deliver(delivery, &self.config, &mut self.out, now);
             }
+        }
+    }
+
+    /// Called before a subscription for `filter` is stored: the first one is a new route.
+    fn note_route_added(&mut self, filter: &str) {
+        if self.clustered && !self.has_route(filter) {
+            self.route_changes
+                .push_back(super::RouteChange::Added(ByteString::from(filter)));
+        }
+    }
+
+    /// Called after a subscription for `filter` was removed: if it was the last, the route goes.
+    pub(super) fn note_route_removed(&mut self, filter: &str) {
+        if self.clustered && !self.has_route(filter) {
+            self.route_changes
+                .push_back(super::RouteChange::Removed(ByteString::from(filter)));
         }
     }
 

@@ -229,8 +229,8 @@ impl<W: Wire> Reader<W> {
 }
 
 /// Writes chunks until told to close (the broker task also closes when it drops the
-/// connection), then shuts the socket down and stops the reader.
-async fn write_loop<Wr: AsyncWrite + Unpin>(
+/// connection or link), then shuts the socket down and stops the reader.
+pub(crate) async fn write_loop<Wr: AsyncWrite + Unpin>(
     mut socket: Wr,
     shared: Arc<ConnShared>,
     _alive: mpsc::Sender<()>,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use crate::broker::{Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss};
+use crate::broker::{
+    Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss, LocalPublish, RouteChange,
+};
+use crate::cluster::wire::ForwardedPublish;
 use crate::codec::{self, DecodeError, Decoder, Packet, Protocol};
 
 /// The event/action interface of a sans-IO core, exactly the broker's.
@@ -20,6 +23,15 @@ pub(crate) trait Core: Send + 'static {
     fn shutdown(&mut self, now: Duration);
     fn metrics(&self) -> BrokerMetrics;
     fn clients(&self) -> Vec<ClientInfo>;
+    /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
+    fn enable_cluster(&mut self) {}
+    fn poll_route_change(&mut self) -> Option<RouteChange> {
+        None
+    }
+    fn poll_forward(&mut self) -> Option<LocalPublish> {
+        None
+    }
+    fn deliver_forwarded(&mut self, _publish: ForwardedPublish, _now: Duration) {}
 }
 
 impl Core for Broker {
@@ -49,6 +61,18 @@ impl Core for Broker {
     }
     fn clients(&self) -> Vec<ClientInfo> {
         Broker::clients(self)
+    }
+    fn enable_cluster(&mut self) {
+        Broker::enable_cluster(self);
+    }
+    fn poll_route_change(&mut self) -> Option<RouteChange> {
+        Broker::poll_route_change(self)
+    }
+    fn poll_forward(&mut self) -> Option<LocalPublish> {
+        Broker::poll_forward(self)
+    }
+    fn deliver_forwarded(&mut self, publish: ForwardedPublish, now: Duration) {
+        Broker::deliver_forwarded(self, publish, now);
     }
 }
 

@@ -2,6 +2,10 @@
 //! them to the core, fires the core's timers, and turns the core's actions into one chunk of
 //! bytes per connection per batch.
 //!
+//! When the node is clustered it also owns the cluster core: link frames go in, the broker's route
+//! changes and local publishes go to the cluster, forwarded publishes come back to the broker,
+//! and the cluster's sends, closes and dials are carried out here.
+//!
 //! It never awaits a socket (writers get chunks over unbounded channels, bounded by the
 //! slow-consumer limit) and reads time only from `Net::now`.
 
@@ -14,12 +18,20 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
-use super::NodeMetrics;
+use bytes::Bytes;
+
 use super::conn::{ConnShared, Outbox};
 use super::core::{Core, Wire};
-use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss};
+use super::link::LinkCtx;
+use super::{CommandError, NodeMetrics};
+use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss, RouteChange};
+use crate::cluster::{
+    Cluster, ClusterAction, ClusterMetrics, ClusterStatus, LinkId, LinkLoss, RouteEntry,
+};
 use crate::codec::Packet;
+use crate::config::{NodeName, SeedNode};
 use crate::net::Net;
 
 /// Events handled per batch: enough to amortise a flush, few enough to keep timers prompt.
@@ -44,6 +56,69 @@ pub(crate) enum Event {
     Clients(oneshot::Sender<Vec<ClientInfo>>),
     /// Graceful shutdown; answered once every connection has been told to close.
     Shutdown(oneshot::Sender<()>),
+    /// An inter-node link exists (accepted, or dialled to `dialed`); `outbox` reaches its writer.
+    LinkOpened {
+        link: LinkId,
+        outbox: Outbox,
+        addr: SocketAddr,
+        dialed: Option<NodeName>,
+    },
+    /// Whole frames (length prefix removed) read from a link.
+    LinkFrames { link: LinkId, frames: Vec<Bytes> },
+    /// A link's reader saw EOF, an I/O error or bad framing.
+    LinkLost { link: LinkId, why: LinkLoss },
+    /// A dial never produced a connection.
+    DialFailed { node: NodeName, reason: String },
+    /// `cluster status`.
+    ClusterStatus(oneshot::Sender<ClusterStatus>),
+    /// `routes list`.
+    Routes(oneshot::Sender<Vec<RouteEntry>>),
+    /// `cluster join NODE`; answered when the link is up or the attempt failed.
+    Join {
+        seed: SeedNode,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+    /// `cluster leave`.
+    Leave(oneshot::Sender<Result<(), CommandError>>),
+    /// `cluster force-leave NODE`.
+    ForceLeave {
+        node: NodeName,
+        reply: oneshot::Sender<Result<(), CommandError>>,
+    },
+}
+
+/// The broker task's view of one inter-node link: just its writer.
+struct LinkOut {
+    shared: Arc<ConnShared>,
+}
+
+impl Drop for LinkOut {
+    /// However the broker task lets go of a link, its writer flushes and shuts the socket.
+    fn drop(&mut self) {
+        self.shared.close_writer();
+    }
+}
+
+/// Everything the broker task keeps for the cluster.
+pub(crate) struct ClusterSide<N: Net> {
+    pub(crate) core: Cluster,
+    pub(crate) ctx: LinkCtx<N>,
+    links: BTreeMap<LinkId, LinkOut>,
+    joins: Vec<(NodeName, oneshot::Sender<Result<(), CommandError>>)>,
+    /// Frames that could not be handed to a link (it was already gone).
+    dropped_frames: u64,
+}
+
+impl<N: Net> ClusterSide<N> {
+    pub(crate) fn new(core: Cluster, ctx: LinkCtx<N>) -> Self {
+        ClusterSide {
+            core,
+            ctx,
+            links: BTreeMap::new(),
+            joins: Vec::new(),
+            dropped_frames: 0,
+        }
+    }
 }
 
 impl Drop for ConnOut {
@@ -79,6 +154,7 @@ pub(crate) struct Driver<N: Net, C: Core, W: Wire> {
     bytes_out: u64,
     accepted: u64,
     slow_consumers: u64,
+    cluster: Option<ClusterSide<N>>,
     wire: PhantomData<W>,
 }
 
@@ -89,6 +165,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         node: String,
         mqtt_addr: SocketAddr,
         max_queued_bytes: usize,
+        cluster: Option<ClusterSide<N>>,
     ) -> Self {
         let start = net.now();
         Driver {
@@ -105,7 +182,17 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             bytes_out: 0,
             accepted: 0,
             slow_consumers: 0,
+            cluster,
             wire: PhantomData,
+        }
+    }
+
+    /// The earliest timer of the broker and the cluster core.
+    fn poll_timeout(&self) -> Option<Duration> {
+        let cluster = self.cluster.as_ref().and_then(|c| c.core.poll_timeout());
+        match (self.core.poll_timeout(), cluster) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -118,7 +205,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         let mut batch = Vec::with_capacity(BATCH);
         let mut stopping: Option<oneshot::Sender<()>> = None;
         loop {
-            let deadline = self.core.poll_timeout().map(|at| self.start + at);
+            let deadline = self.poll_timeout().map(|at| self.start + at);
             tokio::select! {
                 biased;
                 received = events.recv_many(&mut batch, BATCH) => {
@@ -138,6 +225,11 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             let now = self.now();
             if self.core.poll_timeout().is_some_and(|at| at <= now) {
                 self.core.handle_timeout(now);
+            }
+            if let Some(cluster) = &mut self.cluster
+                && cluster.core.poll_timeout().is_some_and(|at| at <= now)
+            {
+                cluster.core.handle_timeout(now);
             }
             self.flush();
             if let Some(reply) = stopping.take() {
@@ -192,8 +284,144 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 self.core.shutdown(now);
                 return Some(reply);
             }
+            event => self.handle_cluster(event, now),
         }
         None
+    }
+
+    /// Feeds a cluster event to the cluster core (or answers that there is no cluster).
+    fn handle_cluster(&mut self, event: Event, now: Duration) {
+        let standalone = || CommandError::Refused("clustering is disabled on this node".into());
+        let Some(cluster) = &mut self.cluster else {
+            match event {
+                Event::ClusterStatus(reply) => {
+                    let _ = reply.send(ClusterStatus {
+                        running_nodes: vec![self.node.clone()],
+                        stopped_nodes: Vec::new(),
+                    });
+                }
+                Event::Routes(reply) => {
+                    let _ = reply.send(Vec::new());
+                }
+                Event::Join { reply, .. }
+                | Event::Leave(reply)
+                | Event::ForceLeave { reply, .. } => {
+                    let _ = reply.send(Err(standalone()));
+                }
+                Event::LinkOpened { outbox, .. } => outbox.shared.close_writer(),
+                _ => {}
+            }
+            return;
+        };
+        match event {
+            Event::LinkOpened {
+                link,
+                outbox,
+                addr,
+                dialed,
+            } => {
+                cluster.links.insert(
+                    link,
+                    LinkOut {
+                        shared: outbox.shared,
+                    },
+                );
+                cluster.core.link_opened(link, addr, dialed, now);
+            }
+            Event::LinkFrames { link, frames } => {
+                for frame in frames {
+                    cluster.core.handle_frame(link, &frame, now);
+                }
+            }
+            Event::LinkLost { link, why } => {
+                cluster.core.link_lost(link, why, now);
+                // Dropping the `LinkOut` closes its writer.
+                cluster.links.remove(&link);
+            }
+            Event::DialFailed { node, reason } => cluster.core.dial_failed(&node, &reason, now),
+            Event::ClusterStatus(reply) => {
+                let _ = reply.send(cluster.core.status());
+            }
+            Event::Routes(reply) => {
+                let _ = reply.send(cluster.core.routes());
+            }
+            Event::Join { seed, reply } => {
+                cluster.joins.push((seed.node.clone(), reply));
+                cluster.core.join(&seed, now);
+            }
+            Event::Leave(reply) => {
+                let _ = reply.send(cluster.core.leave(now).map_err(CommandError::Refused));
+            }
+            Event::ForceLeave { node, reply } => {
+                let result = cluster.core.force_leave(&node, now);
+                let _ = reply.send(result.map_err(CommandError::Refused));
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves work between the broker and the cluster core and carries out the cluster's
+    /// actions; true if anything happened (the broker may have new actions then).
+    fn pump_cluster(&mut self, now: Duration) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return false;
+        };
+        let mut progressed = false;
+        while let Some(change) = self.core.poll_route_change() {
+            progressed = true;
+            match change {
+                RouteChange::Added(filter) => cluster.core.local_route_added(&filter),
+                RouteChange::Removed(filter) => cluster.core.local_route_removed(&filter),
+            }
+        }
+        while let Some(publish) = self.core.poll_forward() {
+            progressed = true;
+            if !publish.expired(now) {
+                cluster.core.forward(&publish.forward_ref(now));
+            }
+        }
+        while let Some(action) = cluster.core.poll_action() {
+            progressed = true;
+            match action {
+                ClusterAction::Send { link, frame } => {
+                    let Some(out) = cluster.links.get(&link) else {
+                        cluster.dropped_frames += 1;
+                        continue;
+                    };
+                    let len = frame.len();
+                    let queued = out.shared.queued.fetch_add(len, Ordering::AcqRel) + len;
+                    if queued > self.max_queued_bytes {
+                        out.shared.abort.notify_one();
+                        out.shared.stop_reader.notify_one();
+                        cluster.links.remove(&link);
+                        cluster.core.link_lost(link, LinkLoss::SlowPeer, now);
+                        continue;
+                    }
+                    out.shared.push(frame);
+                }
+                ClusterAction::Close { link } => {
+                    // Dropping the `LinkOut` closes its writer.
+                    cluster.links.remove(&link);
+                }
+                ClusterAction::Dial { node, host, port } => {
+                    let timeout = cluster.core.connect_timeout();
+                    let span = cluster.ctx.node_span.clone();
+                    let dial = cluster.ctx.clone().dial(node, host, port, timeout);
+                    tokio::spawn(dial.instrument(span));
+                }
+                ClusterAction::Deliver(publish) => self.core.deliver_forwarded(publish, now),
+                ClusterAction::JoinDone { node, result } => {
+                    let (done, waiting) = std::mem::take(&mut cluster.joins)
+                        .into_iter()
+                        .partition(|(n, _)| *n == node);
+                    cluster.joins = waiting;
+                    for (_, reply) in done {
+                        let _ = reply.send(result.clone().map_err(CommandError::Refused));
+                    }
+                }
+            }
+        }
+        progressed
     }
 
     fn metrics(&self) -> NodeMetrics {
@@ -207,6 +435,14 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             connections_accepted: self.accepted,
             slow_consumer_disconnects: self.slow_consumers,
             broker,
+            cluster: self
+                .cluster
+                .as_ref()
+                .map_or_else(ClusterMetrics::default, |c| {
+                    let mut m = c.core.metrics();
+                    m.forward_drops += c.dropped_frames;
+                    m
+                }),
         }
     }
 
@@ -221,7 +457,10 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
     /// chunk and, if it is closing, the close.
     fn flush(&mut self) {
         loop {
+            let now = self.now();
+            let mut progressed = self.pump_cluster(now);
             while let Some(action) = self.core.poll_action() {
+                progressed = true;
                 match action {
                     Action::Send {
                         conn,
@@ -255,6 +494,9 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 }
             }
             if self.touched.is_empty() {
+                if progressed {
+                    continue;
+                }
                 return;
             }
             for conn in std::mem::take(&mut self.touched) {
@@ -299,8 +541,11 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
     }
 
     fn close_all(&mut self) {
-        // Dropping a `ConnOut` tells its writer to flush and close.
+        // Dropping a `ConnOut` / `LinkOut` tells its writer to flush and close.
         self.conns.clear();
+        if let Some(cluster) = &mut self.cluster {
+            cluster.links.clear();
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod conn;
 mod core;
 mod driver;
+mod link;
 #[cfg(test)]
 mod tests;
 
@@ -20,15 +21,23 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use self::conn::Acceptor;
 use self::core::{Core, MqttWire, Wire};
-use self::driver::{Driver, Event};
+use self::driver::{ClusterSide, Driver, Event};
+use self::link::LinkCtx;
 use crate::broker::{Broker, BrokerMetrics, ClientInfo};
-use crate::config::Config;
+use crate::cluster::{Cluster, ClusterConfig, ClusterMetrics, ClusterStatus, RouteEntry};
+use crate::config::{Config, NodeHost, NodeName, SeedNode};
 use crate::net::Net;
 
 /// Depth of the event queue into the broker task; readers wait when it is full (backpressure).
 const EVENT_QUEUE: usize = 1024;
+/// How long `cluster join` waits for the link to come up.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for connections to flush their last bytes.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 /// Unwritten bytes after which a client is dropped as a slow consumer (at least this much, and
@@ -50,9 +59,29 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The cluster listener could not be bound.
+    #[error("cannot listen for cluster links on {addr}: {source}")]
+    BindCluster {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The node has shut down (or its broker task died).
     #[error("the node is not running")]
     Stopped,
+}
+
+/// Why a cluster command (join, leave, force-leave) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The node is not running.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The cluster core refused or the attempt failed; the text is shown to the operator.
+    #[error("{0}")]
+    Refused(String),
+    /// No answer within the command's time limit.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
 }
 
 /// A snapshot of the node's counters (`GET /metrics`, `GET /api/v1/metrics`, the simulator).
@@ -70,6 +99,8 @@ pub struct NodeMetrics {
     pub slow_consumer_disconnects: u64,
     /// The broker's counters; `bytes_in` / `bytes_out` are the node's socket byte counts.
     pub broker: BrokerMetrics,
+    /// The cluster's counters (all zero on a node without clustering).
+    pub cluster: ClusterMetrics,
 }
 
 /// A cheap, clonable way to ask a running node things; what the admin endpoint serves and what
@@ -98,6 +129,35 @@ impl NodeHandle {
     pub async fn clients(&self) -> Result<Vec<ClientInfo>, NodeError> {
         self.ask(Event::Clients).await
     }
+
+    /// Running and stopped members, each list sorted (`ctl cluster status`, convergence checks).
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
+        self.ask(Event::ClusterStatus).await
+    }
+
+    /// The route table, local routes included: filter -> nodes, sorted by filter and node.
+    pub async fn routes(&self) -> Result<Vec<RouteEntry>, NodeError> {
+        self.ask(Event::Routes).await
+    }
+
+    /// `ctl cluster join NODE`: returns once the link to `seed` is up, or why it is not.
+    pub async fn cluster_join(&self, seed: SeedNode) -> Result<(), CommandError> {
+        let answer = self.ask(|reply| Event::Join { seed, reply });
+        match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+            Ok(result) => result?,
+            Err(_) => Err(CommandError::TimedOut(JOIN_TIMEOUT)),
+        }
+    }
+
+    /// `ctl cluster leave`: this node leaves its cluster (until the next join or restart).
+    pub async fn cluster_leave(&self) -> Result<(), CommandError> {
+        self.ask(Event::Leave).await?
+    }
+
+    /// `ctl cluster force-leave NODE`: removes a member (normally a stopped one).
+    pub async fn cluster_force_leave(&self, node: NodeName) -> Result<(), CommandError> {
+        self.ask(|reply| Event::ForceLeave { node, reply }).await?
+    }
 }
 
 /// A started node. Dropping it stops accepting (MQTT and admin) but leaves open connections and
@@ -107,6 +167,7 @@ pub struct RunningNode {
     name: String,
     mqtt_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    cluster_addr: Option<SocketAddr>,
     handle: NodeHandle,
     stop: watch::Sender<bool>,
     alive: mpsc::Receiver<()>,
@@ -121,6 +182,11 @@ impl RunningNode {
     /// Where the admin endpoint really is; `None` when `admin.bind = off`.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Where the cluster listener really is; `None` for a node started without clustering.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster_addr
     }
 
     /// A handle for queries.
@@ -170,14 +236,36 @@ impl RunningNode {
 /// `admin.bind = off`), spawns its tasks and returns once both are listening.
 pub async fn start<N: Net>(net: N, config: Config) -> Result<RunningNode, NodeError> {
     let broker = Broker::new(config.broker_config(), config.rng_seed(net.entropy_seed()));
-    start_with::<N, Broker, MqttWire>(net, config, broker).await
+    start_with::<N, Broker, MqttWire>(net, config, broker, true).await
 }
 
-/// `start` with any core and wire format (tests drive the machinery with fakes).
+/// The address the cluster listener binds: the node name's IP, or every IPv4 interface for a
+/// DNS host (the simulator's host names), on `cluster.port`.
+fn cluster_bind(config: &Config) -> SocketAddr {
+    let ip = match config.node.name.host() {
+        NodeHost::Ip(ip) => *ip,
+        NodeHost::Dns(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, config.cluster.port)
+}
+
+/// A number that grows across restarts of a node (its start time in ms on the `Net` clock; the
+/// simulated clock in the simulator), so peers can tell a restarted node from the old one.
+fn incarnation<N: Net>(net: &N) -> u64 {
+    let since_epoch = net
+        .system_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `start` with any core and wire format (tests drive the machinery with fakes); `clustered`
+/// binds the cluster listener and runs the cluster core.
 pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
     net: N,
     config: Config,
-    core: C,
+    mut core: C,
+    clustered: bool,
 ) -> Result<RunningNode, NodeError> {
     let name = config.node.name.to_string();
     let node_span = tracing::info_span!("node", node = %name);
@@ -221,10 +309,50 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         }
     };
 
+    let (cluster, cluster_addr) = if clustered {
+        let addr = cluster_bind(&config);
+        let listener = net
+            .bind(addr)
+            .await
+            .map_err(|source| NodeError::BindCluster { addr, source })?;
+        let bound = net
+            .local_addr(&listener)
+            .map_err(|source| NodeError::BindCluster { addr, source })?;
+        let cluster_config = ClusterConfig::from_config(&config, bound.port());
+        let incarnation = incarnation(&net);
+        // Mixed with the incarnation so a restarted node never reuses its handshake nonces; in
+        // the simulator the incarnation comes from the simulated clock, so runs still replay.
+        let seed = config.rng_seed(net.entropy_seed()) ^ incarnation.rotate_left(32);
+        let ctx = LinkCtx {
+            net: net.clone(),
+            events: events_tx.clone(),
+            alive: alive_tx.clone(),
+            next_link: Arc::new(AtomicU64::new(0)),
+            max_frame: cluster_config.max_frame,
+            node_span: node_span.clone(),
+        };
+        let cluster = Cluster::new(cluster_config, incarnation, seed, std::time::Duration::ZERO);
+        tokio::spawn(
+            ctx.clone()
+                .accept_loop(listener, stop_rx.clone())
+                .instrument(node_span.clone()),
+        );
+        core.enable_cluster();
+        (Some(ClusterSide::new(cluster, ctx)), Some(bound))
+    } else {
+        (None, None)
+    };
+
     let max_packet_size = usize::try_from(config.mqtt.max_packet_size).unwrap_or(usize::MAX);
     let max_queued_bytes = MIN_SLOW_CONSUMER_BYTES.max(max_packet_size.saturating_mul(4));
-    let driver =
-        Driver::<N, C, W>::new(net.clone(), core, name.clone(), mqtt_addr, max_queued_bytes);
+    let driver = Driver::<N, C, W>::new(
+        net.clone(),
+        core,
+        name.clone(),
+        mqtt_addr,
+        max_queued_bytes,
+        cluster,
+    );
     tokio::spawn(driver.run(events_rx).instrument(node_span.clone()));
 
     let acceptor = Acceptor::<N, W> {
@@ -243,6 +371,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         name,
         mqtt_addr,
         admin_addr,
+        cluster_addr,
         handle,
         stop: stop_tx,
         alive: alive_rx,

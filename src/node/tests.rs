@@ -160,7 +160,7 @@ async fn fake_node(extra: &[(&str, &str)]) -> (RunningNode, Arc<Mutex<Seen>>) {
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).unwrap();
     let (core, seen) = FakeCore::new();
-    let node = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core)
+    let node = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core, false)
         .await
         .unwrap();
     (node, seen)
@@ -287,7 +287,7 @@ async fn binding_a_busy_port_fails_with_the_address() {
     let config =
         Config::from_pairs(&[("listener.tcp.bind", &busy), ("admin.bind", "off")]).unwrap();
     let (core, _) = FakeCore::new();
-    let err = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core)
+    let err = start_with::<TokioNet, FakeCore, ByteWire>(TokioNet::new(), config, core, false)
         .await
         .unwrap_err();
     assert!(matches!(err, NodeError::BindMqtt { addr, .. } if addr.to_string() == busy));
@@ -367,7 +367,7 @@ fn node_runs_on_a_turmoil_host() {
             ("admin.token", "t"),
         ])?;
         let (core, _) = FakeCore::new();
-        let _node = start_with::<SimNet, FakeCore, ByteWire>(SimNet, config, core).await?;
+        let _node = start_with::<SimNet, FakeCore, ByteWire>(SimNet, config, core, false).await?;
         std::future::pending::<()>().await;
         Ok(())
     });
@@ -385,6 +385,55 @@ fn node_runs_on_a_turmoil_host() {
         let body = String::from_utf8(body)?;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.lines().any(|l| l == "flockmq_connections 1"), "{body}");
+        Ok(())
+    });
+    sim.run().unwrap();
+}
+
+/// Two clustered nodes on turmoil hosts find each other from their static seeds: host names
+/// resolve through turmoil, the cluster listener binds 0.0.0.0 for a DNS host, and the handles
+/// (what the simulator reads) report the same membership and routes.
+#[cfg(feature = "sim")]
+#[test]
+fn clustered_nodes_form_a_cluster_on_turmoil_hosts() {
+    use super::NodeHandle;
+    use crate::net::SimNet;
+    use std::sync::Mutex as StdMutex;
+
+    let handles: Arc<StdMutex<Vec<NodeHandle>>> = Arc::default();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(30))
+        .build();
+    for host in ["n1", "n2"] {
+        let handles = Arc::clone(&handles);
+        sim.host(host, move || {
+            let handles = Arc::clone(&handles);
+            async move {
+                let name = format!("{host}@{host}");
+                let config = Config::from_pairs(&[
+                    ("node.name", name.as_str()),
+                    ("listener.tcp.bind", "0.0.0.0:1883"),
+                    ("admin.bind", "off"),
+                    ("cluster.discovery", "static"),
+                    ("cluster.static.seeds", "n1@n1,n2@n2"),
+                    ("cluster.heartbeat", "200ms"),
+                ])?;
+                let node = crate::node::start(SimNet, config).await?;
+                handles.lock().unwrap().push(node.handle());
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    sim.client("check", async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let all: Vec<NodeHandle> = handles.lock().unwrap().clone();
+        assert_eq!(all.len(), 2);
+        for h in &all {
+            let status = h.cluster_status().await?;
+            assert_eq!(status.running_nodes, ["n1@n1", "n2@n2"]);
+            assert!(status.stopped_nodes.is_empty());
+        }
         Ok(())
     });
     sim.run().unwrap();

@@ -22,6 +22,8 @@ pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
         ("listener.tcp.bind", "127.0.0.1:0"),
         ("admin.bind", "127.0.0.1:0"),
         ("node.data_dir", "target/test-data"),
+        // Any free cluster port: many single nodes run in parallel on 127.0.0.1.
+        ("cluster.port", "0"),
     ];
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).expect("test config is valid");

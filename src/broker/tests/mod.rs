@@ -1,6 +1,7 @@
 //! Broker behaviour tests: a harness feeds packets and collects the actions per connection.
 
 mod aliases;
+mod cluster;
 mod connect;
 mod qos;
 mod retained;
@@ -48,7 +49,7 @@ impl Harness {
         }
     }
 
-    fn collect(&mut self) {
+    pub fn collect(&mut self) {
         while let Some(a) = self.broker.poll_action() {
             self.log.push(a.clone());
             self.pending.push(a);

@@ -1,0 +1,799 @@
+//! Cluster core tests without any runtime: several cores wired together by an in-memory harness
+//! that turns `Dial` into link pairs, `Send` into frames on the paired link, `Close` into a lost
+//! link on the other side, and can partition (frames silently vanish, as on a frozen TCP stream)
+//! or crash nodes.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
+use super::*;
+use crate::config::{Discovery, NodeName, SeedNode};
+
+const HEARTBEAT: Duration = Duration::from_millis(100);
+const STEP: Duration = Duration::from_millis(10);
+const COOKIE: &str = "s3cr3t-cookie";
+
+fn name(s: &str) -> NodeName {
+    s.parse().unwrap()
+}
+
+fn config(node: &str, discovery: Discovery, seeds: &[&str]) -> ClusterConfig {
+    ClusterConfig {
+        node: name(node),
+        port: 4370,
+        default_port: 4370,
+        cluster_name: "flockmq".into(),
+        cookie: COOKIE.into(),
+        discovery,
+        seeds: seeds
+            .iter()
+            .map(|s| s.parse::<SeedNode>().unwrap())
+            .collect(),
+        heartbeat: HEARTBEAT,
+        autoheal: true,
+        autoclean: Some(Duration::from_secs(60)),
+        max_frame: 1024 * 1024,
+    }
+}
+
+enum Ev {
+    Connect {
+        from: usize,
+        node: NodeName,
+    },
+    Frame {
+        to: usize,
+        link: LinkId,
+        frame: Bytes,
+    },
+    Lost {
+        to: usize,
+        link: LinkId,
+    },
+}
+
+struct Harness {
+    nodes: Vec<Cluster>,
+    configs: Vec<ClusterConfig>,
+    crashed: BTreeSet<usize>,
+    queue: VecDeque<Ev>,
+    pairs: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    next_link: u64,
+    now: Duration,
+    delivered: Vec<(usize, ForwardedPublish)>,
+    joins: Vec<(usize, NodeName, Result<(), String>)>,
+    cut: BTreeSet<(usize, usize)>,
+    /// Every frame any node sent, in order.
+    wire_log: Vec<u8>,
+    incarnation: u64,
+}
+
+impl Harness {
+    fn new(configs: Vec<ClusterConfig>) -> Harness {
+        let nodes = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Cluster::new(c.clone(), 1000, i as u64, Duration::ZERO))
+            .collect();
+        Harness {
+            nodes,
+            configs,
+            crashed: BTreeSet::new(),
+            queue: VecDeque::new(),
+            pairs: BTreeMap::new(),
+            next_link: 0,
+            now: Duration::ZERO,
+            delivered: Vec::new(),
+            joins: Vec::new(),
+            cut: BTreeSet::new(),
+            wire_log: Vec::new(),
+            incarnation: 1000,
+        }
+    }
+
+    /// Three nodes with static discovery listing all three.
+    fn static3() -> Harness {
+        let seeds = ["n1@10.0.0.1", "n2@10.0.0.2", "n3@10.0.0.3"];
+        Harness::new(
+            seeds
+                .iter()
+                .map(|n| config(n, Discovery::Static, &seeds))
+                .collect(),
+        )
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 4370))
+    }
+
+    fn index(&self, node: &NodeName) -> Option<usize> {
+        self.configs.iter().position(|c| c.node == *node)
+    }
+
+    fn is_cut(&self, a: usize, b: usize) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn drain(&mut self, i: usize) -> bool {
+        let mut any = false;
+        while let Some(action) = self.nodes[i].poll_action() {
+            any = true;
+            match action {
+                ClusterAction::Send { link, frame } => {
+                    self.wire_log.extend_from_slice(&frame);
+                    if let Some(&(j, lj)) = self.pairs.get(&(i, link))
+                        && !self.is_cut(i, j)
+                    {
+                        self.queue.push_back(Ev::Frame {
+                            to: j,
+                            link: lj,
+                            frame,
+                        });
+                    }
+                }
+                ClusterAction::Close { link } => {
+                    if let Some((j, lj)) = self.pairs.remove(&(i, link)) {
+                        self.pairs.remove(&(j, lj));
+                        self.queue.push_back(Ev::Lost { to: j, link: lj });
+                    }
+                }
+                ClusterAction::Dial { node, .. } => {
+                    self.queue.push_back(Ev::Connect { from: i, node });
+                }
+                ClusterAction::Deliver(p) => self.delivered.push((i, p)),
+                ClusterAction::JoinDone { node, result } => self.joins.push((i, node, result)),
+            }
+        }
+        any
+    }
+
+    fn apply(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Connect { from, node } => match self.index(&node) {
+                Some(j) if !self.is_cut(from, j) && !self.crashed.contains(&j) => {
+                    self.next_link += 1;
+                    let li = LinkId(self.next_link);
+                    self.next_link += 1;
+                    let lj = LinkId(self.next_link);
+                    self.pairs.insert((from, li), (j, lj));
+                    self.pairs.insert((j, lj), (from, li));
+                    self.nodes[from].link_opened(li, Self::addr(j), Some(node), now);
+                    self.nodes[j].link_opened(lj, Self::addr(from), None, now);
+                }
+                _ => self.nodes[from].dial_failed(&node, "connection refused", now),
+            },
+            Ev::Frame { to, link, frame } => {
+                let payload = frame.slice(wire::LENGTH_PREFIX..);
+                self.nodes[to].handle_frame(link, &payload, now);
+            }
+            Ev::Lost { to, link } => self.nodes[to].link_lost(link, LinkLoss::Io, now),
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                if !self.crashed.contains(&i) {
+                    any |= self.drain(i);
+                }
+            }
+            match self.queue.pop_front() {
+                Some(ev) => self.apply(ev),
+                None if !any => return,
+                None => {}
+            }
+        }
+    }
+
+    fn advance(&mut self, total: Duration) {
+        let end = self.now + total;
+        self.settle();
+        while self.now < end {
+            self.now += STEP;
+            for i in 0..self.nodes.len() {
+                if !self.crashed.contains(&i)
+                    && self.nodes[i]
+                        .poll_timeout()
+                        .is_some_and(|at| at <= self.now)
+                {
+                    self.nodes[i].handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn partition(&mut self, a: usize, b: usize) {
+        self.cut.insert((a.min(b), a.max(b)));
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.crashed.insert(i);
+        let gone: Vec<(usize, LinkId)> = self
+            .pairs
+            .iter()
+            .filter(|((a, _), _)| *a == i)
+            .map(|(_, &other)| other)
+            .collect();
+        self.pairs.retain(|(a, _), (b, _)| *a != i && *b != i);
+        for (j, lj) in gone {
+            self.queue.push_back(Ev::Lost { to: j, link: lj });
+        }
+        while self.nodes[i].poll_action().is_some() {}
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.crashed.remove(&i);
+        self.incarnation += 1000;
+        self.nodes[i] = Cluster::new(
+            self.configs[i].clone(),
+            self.incarnation,
+            i as u64 + 100,
+            self.now,
+        );
+    }
+
+    fn running(&self, i: usize) -> Vec<String> {
+        self.nodes[i].status().running_nodes
+    }
+
+    fn stopped(&self, i: usize) -> Vec<String> {
+        self.nodes[i].status().stopped_nodes
+    }
+}
+
+fn all3() -> Vec<String> {
+    vec![
+        "n1@10.0.0.1".to_string(),
+        "n2@10.0.0.2".into(),
+        "n3@10.0.0.3".into(),
+    ]
+}
+
+fn publish(topic: &str, retain: bool) -> ForwardRef<'_> {
+    ForwardRef {
+        topic,
+        payload: b"p",
+        qos: 1,
+        retain,
+        expiry: None,
+        payload_format_indicator: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: UserProps(&[]),
+        content_type: None,
+    }
+}
+
+fn delivered_to(h: &Harness) -> Vec<(usize, String)> {
+    h.delivered
+        .iter()
+        .map(|(i, p)| (*i, p.topic.clone()))
+        .collect()
+}
+
+#[test]
+fn static_seeds_form_a_full_mesh() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(h.running(i), all3(), "node {i}");
+        assert!(h.stopped(i).is_empty());
+        assert_eq!(h.nodes[i].metrics().links_up, 2);
+    }
+}
+
+#[test]
+fn simultaneous_dials_keep_the_same_single_link_on_both_sides() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    // Every surviving link on one side is paired with a surviving link on the other.
+    for i in 0..3 {
+        for (peer, &link) in &h.nodes[i].peers {
+            let j = h.index(peer).unwrap();
+            let &(pj, plink) = h.pairs.get(&(i, link)).expect("kept link still exists");
+            assert_eq!(pj, j);
+            assert_eq!(h.nodes[j].peers.get(&h.configs[i].node), Some(&plink));
+        }
+    }
+    // Links that lost the tie were closed: only one pair per node pair is left.
+    assert_eq!(h.pairs.len(), 6);
+}
+
+#[test]
+fn manual_join_learns_every_member_and_meshes() {
+    let mut h = Harness::new(vec![
+        config("n1@10.0.0.1", Discovery::Manual, &[]),
+        config("n2@10.0.0.2", Discovery::Manual, &[]),
+        config("n3@10.0.0.3", Discovery::Manual, &[]),
+    ]);
+    h.nodes[1].join(&"n1@10.0.0.1".parse().unwrap(), h.now);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.joins, vec![(1, name("n1@10.0.0.1"), Ok(()))]);
+    h.nodes[2].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
+    h.advance(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(h.running(i), all3(), "node {i}");
+    }
+    assert_eq!(
+        h.nodes[2].metrics().links_up,
+        2,
+        "n3 dialled n1 it learned from n2"
+    );
+}
+
+#[test]
+fn join_of_an_unreachable_node_fails_with_a_reason() {
+    let mut h = Harness::new(vec![
+        config("n1@10.0.0.1", Discovery::Manual, &[]),
+        config("n2@10.0.0.2", Discovery::Manual, &[]),
+    ]);
+    h.crashed.insert(1);
+    h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
+    h.advance(Duration::from_millis(100));
+    let (_, node, result) = h.joins.first().expect("join answered");
+    assert_eq!(node, &name("n2@10.0.0.2"));
+    assert!(
+        result.as_ref().unwrap_err().contains("connection refused"),
+        "{result:?}"
+    );
+    h.nodes[0].join(&"n1@10.0.0.1".parse().unwrap(), h.now);
+    h.settle();
+    assert_eq!(
+        h.joins.last().unwrap().2,
+        Err("cannot join the node itself".to_string())
+    );
+}
+
+#[test]
+fn routes_sync_on_link_up_then_follow_deltas() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.nodes[2].local_route_added("t/+/x");
+    h.advance(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(
+            h.nodes[i].routes(),
+            vec![
+                RouteEntry {
+                    filter: "t/#".into(),
+                    nodes: vec!["n2@10.0.0.2".into()],
+                },
+                RouteEntry {
+                    filter: "t/+/x".into(),
+                    nodes: vec!["n3@10.0.0.3".into()],
+                },
+            ],
+            "node {i}"
+        );
+    }
+    h.nodes[2].local_route_added("t/#");
+    h.nodes[1].local_route_removed("t/#");
+    h.settle();
+    for i in 0..3 {
+        assert_eq!(
+            h.nodes[i].routes(),
+            vec![
+                RouteEntry {
+                    filter: "t/#".into(),
+                    nodes: vec!["n3@10.0.0.3".into()],
+                },
+                RouteEntry {
+                    filter: "t/+/x".into(),
+                    nodes: vec!["n3@10.0.0.3".into()],
+                },
+            ],
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn the_seed_example_forwards_once_per_destination_node() {
+    let mut h = Harness::static3();
+    // client1@n1: t/+/x, t/+/y; client2@n2: t/#; client3@n3: t/+/x, t/a.
+    for f in ["t/+/x", "t/+/y"] {
+        h.nodes[0].local_route_added(f);
+    }
+    h.nodes[1].local_route_added("t/#");
+    for f in ["t/+/x", "t/a"] {
+        h.nodes[2].local_route_added(f);
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.nodes[0].forward(&publish("t/a", false)), 2);
+    h.settle();
+    assert_eq!(
+        delivered_to(&h),
+        vec![(1, "t/a".to_string()), (2, "t/a".to_string())]
+    );
+    // n3 has two filters matching t/b/x but gets one copy.
+    h.delivered.clear();
+    assert_eq!(h.nodes[1].forward(&publish("t/b/x", false)), 2);
+    h.settle();
+    assert_eq!(
+        delivered_to(&h),
+        vec![(0, "t/b/x".to_string()), (2, "t/b/x".to_string())]
+    );
+    h.delivered.clear();
+    assert_eq!(h.nodes[0].forward(&publish("u/1", false)), 0);
+    h.settle();
+    assert!(h.delivered.is_empty());
+    assert_eq!(h.nodes[0].metrics().forwards_sent, 2);
+    assert_eq!(h.nodes[2].metrics().forwards_received, 2);
+}
+
+#[test]
+fn overlapping_filters_on_one_node_get_one_copy() {
+    let mut h = Harness::static3();
+    for f in ["t/+", "t/#", "t/a", "+/a"] {
+        h.nodes[1].local_route_added(f);
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.nodes[0].forward(&publish("t/a", false)), 1);
+    h.settle();
+    assert_eq!(delivered_to(&h), vec![(1, "t/a".to_string())]);
+}
+
+#[test]
+fn a_forwarded_publish_is_delivered_and_never_forwarded_again() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.nodes[2].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    h.nodes[0].forward(&publish("t/x", false));
+    // Take n1's frames by hand, hand them to n2, and look at everything n2 does.
+    h.drain(0);
+    let frames: Vec<Ev> = h.queue.drain(..).collect();
+    for ev in frames {
+        if let Ev::Frame { to: 1, link, frame } = ev {
+            h.nodes[1].handle_frame(link, &frame.slice(wire::LENGTH_PREFIX..), h.now);
+        }
+    }
+    let mut actions = Vec::new();
+    while let Some(a) = h.nodes[1].poll_action() {
+        actions.push(a);
+    }
+    assert!(matches!(actions.as_slice(), [ClusterAction::Deliver(p)] if p.topic == "t/x"));
+}
+
+#[test]
+fn retained_publishes_go_to_every_linked_node() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.nodes[0].forward(&publish("r/1", true)), 2);
+    h.settle();
+    assert_eq!(
+        delivered_to(&h),
+        vec![(1, "r/1".to_string()), (2, "r/1".to_string())]
+    );
+}
+
+#[test]
+fn a_silent_link_is_dead_after_three_heartbeats_and_its_routes_are_purged() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    h.partition(0, 1);
+    h.advance(HEARTBEAT * 2);
+    assert_eq!(h.running(0), all3(), "two silent heartbeats are not enough");
+    h.advance(HEARTBEAT * 2);
+    assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n3@10.0.0.3"]);
+    assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
+    assert!(h.nodes[0].routes().is_empty(), "n2's routes purged on n1");
+    assert_eq!(h.nodes[0].forward(&publish("t/1", false)), 0);
+    // n3 still sees n2 and its routes.
+    assert_eq!(h.running(2), all3());
+    assert_eq!(h.nodes[2].routes().len(), 1);
+}
+
+#[test]
+fn a_healed_partition_rejoins_and_resyncs_without_an_operator() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    h.partition(0, 1);
+    h.partition(0, 2);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.stopped(0), vec!["n2@10.0.0.2", "n3@10.0.0.3"]);
+    // Routes change on both sides while split.
+    h.nodes[2].local_route_added("s/#");
+    h.nodes[0].local_route_added("m/#");
+    h.heal();
+    h.advance(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(h.running(i), all3(), "node {i}");
+        assert_eq!(
+            h.nodes[i].routes(),
+            vec![
+                RouteEntry {
+                    filter: "m/#".into(),
+                    nodes: vec!["n1@10.0.0.1".into()]
+                },
+                RouteEntry {
+                    filter: "s/#".into(),
+                    nodes: vec!["n3@10.0.0.3".into()]
+                },
+            ],
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_crashed_node_is_stopped_then_running_again_after_restart() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("old/#");
+    h.advance(Duration::from_secs(1));
+    h.crash(1);
+    h.advance(HEARTBEAT);
+    assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
+    assert!(h.nodes[0].routes().is_empty());
+    h.restart(1);
+    h.nodes[1].local_route_added("new/#");
+    h.advance(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(h.running(i), all3(), "node {i}");
+    }
+    assert_eq!(
+        h.nodes[0].routes(),
+        vec![RouteEntry {
+            filter: "new/#".into(),
+            nodes: vec!["n2@10.0.0.2".into()]
+        }]
+    );
+}
+
+#[test]
+fn autoclean_forgets_a_member_stopped_too_long() {
+    let mut configs: Vec<ClusterConfig> = ["n1@10.0.0.1", "n2@10.0.0.2"]
+        .iter()
+        .map(|n| config(n, Discovery::Manual, &[]))
+        .collect();
+    for c in &mut configs {
+        c.autoclean = Some(Duration::from_secs(2));
+    }
+    let mut h = Harness::new(configs);
+    h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
+    h.advance(Duration::from_millis(500));
+    h.crash(1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
+    h.advance(Duration::from_millis(1500));
+    assert!(h.stopped(0).is_empty());
+    assert_eq!(h.running(0), vec!["n1@10.0.0.1"]);
+}
+
+#[test]
+fn leave_tells_the_others_and_force_leave_removes_a_stopped_member() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.nodes[2].leave(h.now), Ok(()));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.running(2), vec!["n3@10.0.0.3"]);
+    for i in 0..2 {
+        assert_eq!(h.running(i), vec!["n1@10.0.0.1", "n2@10.0.0.2"], "node {i}");
+        assert!(h.stopped(i).is_empty(), "a left node is not stopped");
+    }
+    assert!(
+        h.nodes[2].leave(h.now).is_err(),
+        "not in a cluster any more"
+    );
+
+    h.crash(1);
+    h.advance(HEARTBEAT);
+    assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
+    assert_eq!(h.nodes[0].force_leave(&name("n2@10.0.0.2"), h.now), Ok(()));
+    assert!(h.stopped(0).is_empty());
+    assert!(h.nodes[0].force_leave(&name("n2@10.0.0.2"), h.now).is_err());
+    assert!(h.nodes[0].force_leave(&name("n1@10.0.0.1"), h.now).is_err());
+}
+
+#[test]
+fn membership_merge_keeps_the_higher_incarnation_and_left_wins_ties() {
+    let mut h = Harness::new(vec![
+        config("n1@10.0.0.1", Discovery::Manual, &[]),
+        config("n2@10.0.0.2", Discovery::Manual, &[]),
+    ]);
+    h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
+    h.advance(Duration::from_millis(300));
+    let n2 = name("n2@10.0.0.2");
+    let link = h.nodes[0].peers[&n2];
+    let entry = |node: &str, incarnation, left| MemberEntry {
+        node: node.into(),
+        port: 4370,
+        incarnation,
+        left,
+    };
+    let gossip = |entries: Vec<MemberEntry>| wire::encode(&LinkMessage::Members(entries));
+    let now = h.now;
+    // A new member, then an older rumour about it: the newer entry stays.
+    let frame = gossip(vec![entry("n9@10.0.0.9", 50, false)]);
+    h.nodes[0].handle_frame(link, &frame[4..], now);
+    let frame = gossip(vec![entry("n9@10.0.0.9", 40, true)]);
+    h.nodes[0].handle_frame(link, &frame[4..], now);
+    assert_eq!(h.stopped(0), vec!["n9@10.0.0.9"]);
+    // Same incarnation, left: left wins.
+    let frame = gossip(vec![entry("n9@10.0.0.9", 50, true)]);
+    h.nodes[0].handle_frame(link, &frame[4..], now);
+    assert!(h.stopped(0).is_empty());
+    // A stale "you left" about ourselves is refuted with a higher incarnation.
+    let before = h.nodes[0].incarnation;
+    let frame = gossip(vec![entry("n1@10.0.0.1", before, true)]);
+    h.nodes[0].handle_frame(link, &frame[4..], now);
+    assert!(h.nodes[0].incarnation > before);
+    assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
+}
+
+// ---- handshake and bad input ---------------------------------------------------------------
+
+fn accepted(cfg: ClusterConfig) -> (Cluster, LinkId) {
+    let mut c = Cluster::new(cfg, 7, 7, Duration::ZERO);
+    let link = LinkId(1);
+    c.link_opened(link, Harness::addr(5), None, Duration::ZERO);
+    (c, link)
+}
+
+fn actions(c: &mut Cluster) -> Vec<ClusterAction> {
+    std::iter::from_fn(|| c.poll_action()).collect()
+}
+
+fn rejected_with(actions: &[ClusterAction], reason: &str) -> bool {
+    let reject = actions.iter().find_map(|a| match a {
+        ClusterAction::Send { frame, .. } => {
+            match wire::decode(&frame[wire::LENGTH_PREFIX..]).ok()? {
+                LinkMessage::Reject { reason } => Some(reason),
+                _ => None,
+            }
+        }
+        _ => None,
+    });
+    reject.as_deref() == Some(reason) && matches!(actions.last(), Some(ClusterAction::Close { .. }))
+}
+
+fn hello(protocol: u16, cluster: &str, node: &str) -> Bytes {
+    wire::encode(&LinkMessage::Hello {
+        protocol,
+        cluster: cluster.into(),
+        node: node.into(),
+        port: 4370,
+        incarnation: 1,
+        nonce: [9; NONCE_LEN],
+    })
+}
+
+#[test]
+fn unknown_protocol_version_is_refused() {
+    let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    c.handle_frame(
+        link,
+        &hello(99, "flockmq", "n2@10.0.0.2")[4..],
+        Duration::ZERO,
+    );
+    assert!(rejected_with(&actions(&mut c), "unknown protocol version"));
+    assert_eq!(c.metrics().links_rejected, 1);
+}
+
+#[test]
+fn another_cluster_and_our_own_name_are_refused() {
+    let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    c.handle_frame(link, &hello(1, "other", "n2@10.0.0.2")[4..], Duration::ZERO);
+    assert!(rejected_with(&actions(&mut c), "cluster name mismatch"));
+    let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    c.handle_frame(
+        link,
+        &hello(1, "flockmq", "n1@10.0.0.1")[4..],
+        Duration::ZERO,
+    );
+    assert!(rejected_with(&actions(&mut c), "duplicate node name"));
+}
+
+#[test]
+fn garbage_and_messages_before_the_handshake_are_refused() {
+    let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    c.handle_frame(link, b"\xff\xff\xff\xffGET / HTTP/1.1", Duration::ZERO);
+    assert!(rejected_with(&actions(&mut c), "undecodable frame"));
+    let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    let routes = wire::encode(&LinkMessage::RouteAdd("#".into()));
+    c.handle_frame(link, &routes[4..], Duration::ZERO);
+    assert!(rejected_with(&actions(&mut c), "protocol error"));
+    assert!(c.routes().is_empty());
+}
+
+#[test]
+fn a_stalled_handshake_times_out() {
+    let (mut c, _link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
+    let at = c.poll_timeout().expect("handshake deadline armed");
+    assert_eq!(at, MIN_HANDSHAKE_TIMEOUT);
+    c.handle_timeout(at);
+    assert!(matches!(
+        actions(&mut c).as_slice(),
+        [ClusterAction::Close { .. }]
+    ));
+}
+
+#[test]
+fn wrong_cookie_is_refused_and_no_cookie_crosses_the_wire() {
+    let mut other = config("n2@10.0.0.2", Discovery::Manual, &[]);
+    other.cookie = "another-cookie".into();
+    let mut h = Harness::new(vec![config("n1@10.0.0.1", Discovery::Manual, &[]), other]);
+    h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
+    h.advance(Duration::from_millis(100));
+    let (_, _, result) = h.joins.first().expect("join answered");
+    let reason = result.as_ref().unwrap_err();
+    assert!(reason.contains("cookie check"), "{reason}");
+    assert_eq!(h.running(0), vec!["n1@10.0.0.1"]);
+    assert_eq!(h.running(1), vec!["n2@10.0.0.2"]);
+    assert!(!h.wire_log.is_empty());
+    for cookie in [COOKIE, "another-cookie"] {
+        assert!(
+            !h.wire_log
+                .windows(cookie.len())
+                .any(|w| w == cookie.as_bytes()),
+            "{cookie} appeared on the wire"
+        );
+    }
+}
+
+#[test]
+fn handshake_bytes_of_a_good_link_never_contain_the_cookie() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.running(0), all3());
+    let text = String::from_utf8_lossy(&h.wire_log);
+    assert!(
+        text.contains("n1@10.0.0.1"),
+        "the capture saw the handshake"
+    );
+    assert!(!text.contains(COOKIE));
+}
+
+#[test]
+fn cluster_status_renders_like_emqx() {
+    let status = ClusterStatus {
+        running_nodes: vec!["n1@127.0.0.1".into(), "n2@127.0.0.2".into()],
+        stopped_nodes: vec![],
+    };
+    assert_eq!(
+        status.render(),
+        "Cluster status: [{running_nodes,['n1@127.0.0.1','n2@127.0.0.2']}]"
+    );
+    let status = ClusterStatus {
+        running_nodes: vec!["n1@127.0.0.1".into()],
+        stopped_nodes: vec!["n2@127.0.0.2".into()],
+    };
+    assert_eq!(
+        status.render(),
+        "Cluster status: [{running_nodes,['n1@127.0.0.1']},{stopped_nodes,['n2@127.0.0.2']}]"
+    );
+}
+
+#[test]
+fn backoff_grows_is_capped_and_jittered() {
+    let mut c = Cluster::new(
+        config("n1@10.0.0.1", Discovery::Manual, &[]),
+        1,
+        1,
+        Duration::ZERO,
+    );
+    let first = c.backoff(0);
+    assert!(
+        first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
+        "{first:?}"
+    );
+    let cap = MIN_BACKOFF_CAP;
+    for attempt in [10, 20, 40] {
+        let d = c.backoff(attempt);
+        assert!(d >= cap / 2 && d <= cap, "{d:?}");
+    }
+    let draws: BTreeSet<Duration> = (0..20).map(|_| c.backoff(5)).collect();
+    assert!(draws.len() > 1, "jitter varies the delay");
+}

@@ -1,0 +1,333 @@
+//! The inter-node wire format: length-prefixed frames (`u32` big-endian length, then a postcard
+//! encoded [`LinkMessage`]), the messages themselves, and the borrowed encoding of a forwarded
+//! publish so the publish path serialises straight from the broker's message without copying it.
+//!
+//! Pure functions of bytes: no I/O, no clock. Undecodable or oversize input is an error value,
+//! never a panic.
+//!
+//! Versioning: the handshake's `Hello` / `Challenge` carry [`PROTOCOL_VERSION`]; a peer with
+//! another version is refused before any other message is exchanged. The enum order of
+//! `LinkMessage` is part of the protocol: new variants go at the end, and a change to an existing
+//! variant bumps the version.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::codec::UserProperty;
+
+/// Version of the link protocol spoken after the handshake.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Bytes of the length prefix of every frame.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Size of a handshake nonce and of an HMAC-SHA256 proof.
+pub const NONCE_LEN: usize = 32;
+
+/// The postcard variant index of [`LinkMessage::Forward`]; the borrowed encoder writes it by
+/// hand, a unit test pins it to the enum.
+const FORWARD_TAG: u8 = 9;
+
+/// One membership entry as gossiped between nodes: higher incarnation wins, and at equal
+/// incarnation `left` wins (a leave is never undone without a new incarnation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// `name@host`.
+    pub node: String,
+    /// The member's cluster port.
+    pub port: u16,
+    /// The member's incarnation (its start time in ms, bumped to refute or leave).
+    pub incarnation: u64,
+    /// True once the member left (or was removed / cleaned).
+    pub left: bool,
+}
+
+/// A publish forwarded from the node its client is connected to (decoded, owned form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedPublish {
+    /// The topic name.
+    pub topic: String,
+    /// The application payload.
+    pub payload: Vec<u8>,
+    /// 0, 1 or 2: the QoS it was published with.
+    pub qos: u8,
+    /// The retain flag.
+    pub retain: bool,
+    /// Seconds left of its message expiry interval, if it has one.
+    pub expiry: Option<u32>,
+    /// MQTT 5 payload format indicator.
+    pub payload_format_indicator: Option<u8>,
+    /// MQTT 5 response topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data.
+    pub correlation_data: Option<Vec<u8>>,
+    /// MQTT 5 user properties, in order.
+    pub user_properties: Vec<(String, String)>,
+    /// MQTT 5 content type.
+    pub content_type: Option<String>,
+}
+
+/// The same fields as [`ForwardedPublish`], borrowed; serialises to identical bytes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ForwardRef<'a> {
+    /// The topic name.
+    pub topic: &'a str,
+    /// The application payload.
+    pub payload: &'a [u8],
+    /// 0, 1 or 2.
+    pub qos: u8,
+    /// The retain flag.
+    pub retain: bool,
+    /// Seconds left of its message expiry interval.
+    pub expiry: Option<u32>,
+    /// MQTT 5 payload format indicator.
+    pub payload_format_indicator: Option<u8>,
+    /// MQTT 5 response topic.
+    pub response_topic: Option<&'a str>,
+    /// MQTT 5 correlation data.
+    pub correlation_data: Option<&'a [u8]>,
+    /// MQTT 5 user properties.
+    pub user_properties: UserProps<'a>,
+    /// MQTT 5 content type.
+    pub content_type: Option<&'a str>,
+}
+
+/// User properties serialised as a sequence of string pairs without copying them.
+#[derive(Debug, Clone, Copy)]
+pub struct UserProps<'a>(pub &'a [UserProperty]);
+
+impl Serialize for UserProps<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            seq.serialize_element(&(&**k, &**v))?;
+        }
+        seq.end()
+    }
+}
+
+/// Everything one node says to another over a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkMessage {
+    /// Dialer → acceptor, first frame: who I am and my nonce.
+    Hello {
+        protocol: u16,
+        cluster: String,
+        node: String,
+        port: u16,
+        incarnation: u64,
+        nonce: [u8; NONCE_LEN],
+    },
+    /// Acceptor → dialer: who I am, my nonce, and my proof over both nonces.
+    Challenge {
+        protocol: u16,
+        cluster: String,
+        node: String,
+        port: u16,
+        incarnation: u64,
+        nonce: [u8; NONCE_LEN],
+        proof: [u8; NONCE_LEN],
+    },
+    /// Dialer → acceptor: the dialer's proof over both nonces. The link is up after it.
+    Proof { proof: [u8; NONCE_LEN] },
+    /// Either side, before closing: why the link is refused (never says more than needed).
+    Reject { reason: String },
+    /// Sent every `cluster.heartbeat`; any frame proves the link alive.
+    Heartbeat,
+    /// The sender's whole member list (gossip; merged by incarnation).
+    Members(Vec<MemberEntry>),
+    /// The sender's complete set of local routes; replaces what the receiver had for it.
+    RoutesSync(Vec<String>),
+    /// The sender gained its first local subscriber for this filter.
+    RouteAdd(String),
+    /// The sender lost its last local subscriber for this filter.
+    RouteRemove(String),
+    /// A publish for the receiver's local subscribers; never forwarded again.
+    Forward(ForwardedPublish),
+}
+
+/// Why bytes from a peer could not be turned into messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces more than the link accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize { len: usize, max: usize },
+    /// A zero-length frame: never sent by a flockmq node.
+    #[error("empty frame")]
+    Empty,
+    /// The frame is not a message of this protocol version.
+    #[error("undecodable frame ({0})")]
+    Garbage(String),
+}
+
+/// Splits one complete frame off the front of `buf`: `Ok(None)` while more bytes are needed.
+/// The returned payload excludes the length prefix.
+pub fn split_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(prefix) = buf.get(..LENGTH_PREFIX) else {
+        return Ok(None);
+    };
+    let mut len_bytes = [0u8; LENGTH_PREFIX];
+    len_bytes.copy_from_slice(prefix);
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max_frame {
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame,
+        });
+    }
+    if buf.len() < LENGTH_PREFIX + len {
+        buf.reserve(LENGTH_PREFIX + len - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(LENGTH_PREFIX + len);
+    let _ = frame.split_to(LENGTH_PREFIX);
+    Ok(Some(frame.freeze()))
+}
+
+/// Decodes a frame payload (without its length prefix).
+pub fn decode(payload: &[u8]) -> Result<LinkMessage, FrameError> {
+    match postcard::from_bytes::<LinkMessage>(payload) {
+        Ok(msg) => Ok(msg),
+        Err(e) => Err(FrameError::Garbage(e.to_string())),
+    }
+}
+
+/// Encodes `msg` as one whole frame (length prefix included).
+pub fn encode(msg: &LinkMessage) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_into(&mut buf, |buf| postcard::to_extend(msg, buf));
+    buf.freeze()
+}
+
+/// Encodes a forwarded publish straight from borrowed fields, as one whole frame; `buf` is a
+/// scratch buffer reused across calls.
+pub fn encode_forward(publish: &ForwardRef<'_>, buf: &mut BytesMut) -> Bytes {
+    buf.clear();
+    encode_into(buf, |mut buf| {
+        buf.put_u8(FORWARD_TAG);
+        postcard::to_extend(publish, buf)
+    });
+    buf.split().freeze()
+}
+
+/// Writes a placeholder length prefix, lets `body` append the payload, then patches the length.
+fn encode_into(buf: &mut BytesMut, body: impl FnOnce(BytesMut) -> postcard::Result<BytesMut>) {
+    let start = buf.len();
+    buf.put_u32(0);
+    match body(std::mem::take(buf)) {
+        Ok(done) => *buf = done,
+        // Serialising plain data cannot fail; an error would be a bug in the types.
+        Err(e) => tracing::error!(error = %e, "cannot encode a link message"),
+    }
+    let len = buf.len().saturating_sub(start + LENGTH_PREFIX);
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    if let Some(prefix) = buf.get_mut(start..start + LENGTH_PREFIX) {
+        prefix.copy_from_slice(&len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+
+    fn sample_forward() -> ForwardedPublish {
+        ForwardedPublish {
+            topic: "t/a".into(),
+            payload: b"hello".to_vec(),
+            qos: 1,
+            retain: true,
+            expiry: Some(30),
+            payload_format_indicator: Some(1),
+            response_topic: Some("r/1".into()),
+            correlation_data: Some(vec![1, 2, 3]),
+            user_properties: vec![("k".into(), "v".into())],
+            content_type: Some("text/plain".into()),
+        }
+    }
+
+    #[test]
+    fn borrowed_forward_decodes_as_the_owned_message() {
+        let owned = sample_forward();
+        let props = [(ByteString::from("k"), ByteString::from("v"))];
+        let borrowed = ForwardRef {
+            topic: "t/a",
+            payload: b"hello",
+            qos: 1,
+            retain: true,
+            expiry: Some(30),
+            payload_format_indicator: Some(1),
+            response_topic: Some("r/1"),
+            correlation_data: Some(&[1, 2, 3]),
+            user_properties: UserProps(&props),
+            content_type: Some("text/plain"),
+        };
+        let frame = encode_forward(&borrowed, &mut BytesMut::new());
+        assert_eq!(frame, encode(&LinkMessage::Forward(owned.clone())));
+        let mut buf = BytesMut::from(&frame[..]);
+        let payload = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(decode(&payload).unwrap(), LinkMessage::Forward(owned));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn frames_split_only_when_complete() {
+        let frame = encode(&LinkMessage::RouteAdd("t/#".into()));
+        let mut buf = BytesMut::new();
+        for (i, byte) in frame.iter().enumerate() {
+            assert_eq!(split_frame(&mut buf, 1024).unwrap(), None, "at byte {i}");
+            buf.put_u8(*byte);
+        }
+        let payload = split_frame(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(
+            decode(&payload).unwrap(),
+            LinkMessage::RouteAdd("t/#".into())
+        );
+    }
+
+    #[test]
+    fn oversize_and_empty_frames_are_errors() {
+        let mut buf = BytesMut::from(&[0u8, 0, 4, 1, 0][..]);
+        assert_eq!(
+            split_frame(&mut buf, 1024),
+            Err(FrameError::Oversize {
+                len: 1025,
+                max: 1024
+            })
+        );
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert_eq!(split_frame(&mut buf, 1024), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(decode(&[0xff; 7]), Err(FrameError::Garbage(_))));
+        assert!(matches!(decode(&[]), Err(FrameError::Garbage(_))));
+        // A Hello cut short.
+        let frame = encode(&LinkMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster: "c".into(),
+            node: "n@h".into(),
+            port: 1,
+            incarnation: 2,
+            nonce: [7; NONCE_LEN],
+        });
+        let cut = frame.get(LENGTH_PREFIX..frame.len() - 3).unwrap();
+        assert!(matches!(decode(cut), Err(FrameError::Garbage(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = decode(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(frame)) = split_frame(&mut buf, 64) {
+                let _ = decode(&frame);
+            }
+        }
+    }
+}

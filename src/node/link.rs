@@ -1,0 +1,203 @@
+//! The socket side of inter-node links: the cluster accept loop, dial tasks (lookup + connect
+//! within a timeout), and per link a reader task (bytes -> frames) plus the same writer task as
+//! client connections.
+//!
+//! Like `conn`, these tasks hold no protocol state and decide nothing: the handshake, liveness and
+//! everything else belong to the cluster core in the broker task. They read time only through
+//! tokio timers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::conn::{ConnShared, Outbox, write_loop};
+use super::driver::Event;
+use crate::cluster::wire::{self, FrameError};
+use crate::cluster::{LinkId, LinkLoss};
+use crate::config::NodeName;
+use crate::net::Net;
+
+/// Bytes asked of each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Back-off after a failed accept so a full fd table does not make us spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What link tasks share: the network, the broker task's queue, and the link id counter.
+pub(crate) struct LinkCtx<N: Net> {
+    pub(crate) net: N,
+    pub(crate) events: mpsc::Sender<Event>,
+    pub(crate) alive: mpsc::Sender<()>,
+    pub(crate) next_link: Arc<AtomicU64>,
+    pub(crate) max_frame: usize,
+    pub(crate) node_span: tracing::Span,
+}
+
+impl<N: Net> Clone for LinkCtx<N> {
+    fn clone(&self) -> Self {
+        LinkCtx {
+            net: self.net.clone(),
+            events: self.events.clone(),
+            alive: self.alive.clone(),
+            next_link: Arc::clone(&self.next_link),
+            max_frame: self.max_frame,
+            node_span: self.node_span.clone(),
+        }
+    }
+}
+
+impl<N: Net> LinkCtx<N> {
+    /// Registers a connected stream as a link with the broker task and spawns its reader and
+    /// writer. False if the broker task is gone.
+    async fn open(&self, stream: N::TcpStream, addr: SocketAddr, dialed: Option<NodeName>) -> bool {
+        let link = LinkId(self.next_link.fetch_add(1, Ordering::Relaxed) + 1);
+        let span = tracing::debug_span!(parent: &self.node_span, "link", link = link.0, %addr);
+        let shared = Arc::new(ConnShared::default());
+        let outbox = Outbox {
+            shared: Arc::clone(&shared),
+        };
+        let opened = Event::LinkOpened {
+            link,
+            outbox,
+            addr,
+            dialed,
+        };
+        // Sent before the reader exists, so LinkOpened precedes the link's frames.
+        if self.events.send(opened).await.is_err() {
+            return false;
+        }
+        let (read_half, write_half) = tokio::io::split(stream);
+        tokio::spawn(
+            write_loop(write_half, Arc::clone(&shared), self.alive.clone())
+                .instrument(span.clone()),
+        );
+        let reader = LinkReader {
+            link,
+            max_frame: self.max_frame,
+            events: self.events.clone(),
+            shared,
+            _alive: self.alive.clone(),
+        };
+        tokio::spawn(reader.run(read_half).instrument(span));
+        true
+    }
+
+    /// Accepts links until told to stop or the broker task is gone.
+    pub(crate) async fn accept_loop(
+        self,
+        listener: N::TcpListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                accepted = self.net.accept(&listener) => accepted,
+            };
+            match accepted {
+                Ok((stream, addr)) => {
+                    tracing::debug!(%addr, "cluster connection accepted");
+                    if !self.open(stream, addr, None).await {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+        tracing::debug!("stopped accepting cluster links");
+    }
+
+    /// Resolves and connects to `host:port` within `timeout`, then opens the link (or reports
+    /// the failure to the broker task).
+    pub(crate) async fn dial(self, node: NodeName, host: String, port: u16, timeout: Duration) {
+        let connect = async {
+            let ip = self.net.lookup(&host).await?;
+            let addr = SocketAddr::new(ip, port);
+            let stream = self.net.connect(addr).await?;
+            Ok::<_, std::io::Error>((stream, addr))
+        };
+        let reason = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok((stream, addr))) => {
+                self.open(stream, addr, Some(node)).await;
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("connect timed out after {timeout:?}"),
+        };
+        let _ = self.events.send(Event::DialFailed { node, reason }).await;
+    }
+}
+
+/// The read side of one link.
+struct LinkReader {
+    link: LinkId,
+    max_frame: usize,
+    events: mpsc::Sender<Event>,
+    shared: Arc<ConnShared>,
+    _alive: mpsc::Sender<()>,
+}
+
+impl LinkReader {
+    async fn run<R: AsyncRead + Unpin>(self, mut socket: R) {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            buf.reserve(READ_CHUNK);
+            let read = tokio::select! {
+                biased;
+                () = self.shared.stop_reader.notified() => {
+                    if self.shared.writer_failed.load(Ordering::Acquire) {
+                        self.lost(LinkLoss::Io).await;
+                    }
+                    return;
+                }
+                read = socket.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) => return self.lost(LinkLoss::Io).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "link read failed");
+                    return self.lost(LinkLoss::Io).await;
+                }
+            }
+            let mut frames: Vec<Bytes> = Vec::new();
+            let failure: Option<FrameError> = loop {
+                match wire::split_frame(&mut buf, self.max_frame) {
+                    Ok(Some(frame)) => frames.push(frame),
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            if !frames.is_empty() {
+                let event = Event::LinkFrames {
+                    link: self.link,
+                    frames,
+                };
+                if self.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(e) = failure {
+                return self.lost(LinkLoss::Frame(e)).await;
+            }
+        }
+    }
+
+    async fn lost(&self, why: LinkLoss) {
+        let _ = self
+            .events
+            .send(Event::LinkLost {
+                link: self.link,
+                why,
+            })
+            .await;
+    }
+}
