@@ -4,7 +4,9 @@
 #   bench/run.sh [--quick] [--run-id ID] [--brokers "flockmq mosquitto"] [--protocols "3.1.1 5"] [--no-build]
 #
 # Each broker runs pinned to CPU 0 (taskset -c 0), the load generator to CPU 1. All traffic stays
-# on loopback. Results: bench/results/RUN_ID.json (combined) and bench/results/RUN_ID/ (raw lines
+# on loopback. With flockmq, a cluster section follows: three nodes n1@127.0.0.1, n2@127.0.0.2,
+# n3@127.0.0.3 (static seeds), all three on CPU 0, QoS 0/1 1->1 from node 1 to node 3 and on
+# node 1 alone (mosquitto has no clustering: n/a). Results: bench/results/RUN_ID.json (combined) and bench/results/RUN_ID/ (raw lines
 # and broker logs). Environment knobs (defaults in brackets):
 #   BENCH_PROFILE   cargo profile for the generator and flockmq [release]; "dev" for a quick check
 #   BENCH_INFLIGHT  broker max in-flight per client, for both brokers, and the publisher window [32]
@@ -14,7 +16,7 @@
 #   BENCH_FLOCKMQ   flockmq binary to run instead of the one built here (with --no-build)
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 RUN_ID=""
@@ -112,16 +114,35 @@ stop_broker() {
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=""
 }
+# stop_pid PID: TERM, up to 5 s of grace, then KILL.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+CLUSTER_PIDS=()
+stop_cluster() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
+  CLUSTER_PIDS=()
+}
 GEN_PID=""
 cleanup() {
   [[ -z $GEN_PID ]] || kill "$GEN_PID" 2>/dev/null || true
   stop_broker
+  stop_cluster
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_free PORT [HOST]: nothing listens on HOST:PORT (HOST defaults to 127.0.0.1).
+port_free() { ! (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 free_port() {
   local p=$1
   while ! port_free "$p"; do p=$((p + 1)); done
@@ -192,11 +213,13 @@ EOF
 
 # gen NAME SUBCOMMAND ARGS...: one test; its JSON line goes to the broker's results file.
 gen() {
-  local broker=$1; shift
-  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-    log "$broker is not running; skipping: $*"
-    return 0
-  fi
+  local broker=$1 pid; shift
+  for pid in "$BROKER_PID" "${CLUSTER_PIDS[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$broker is not running; skipping: $*"
+      return 0
+    fi
+  done
   # In the background plus `wait`, so Ctrl-C or TERM stops the run at once, not after the test.
   "${PIN_GEN[@]}" "$GEN" "$@" --broker "127.0.0.1:$PORT" >>"$OUT/$broker.jsonl" &
   GEN_PID=$!
@@ -229,6 +252,76 @@ run_broker() {
   stop_broker
 }
 
+# --- flockmq cluster: three nodes on one machine, each cluster listener on its own loopback IP ---
+CLUSTER_DESC=""
+# start_cluster: starts n1..n3, waits for MQTT and for `cluster status` to list all three; sets
+# CLUSTER_PIDS, CLUSTER_MQTT (ports of n1..n3) and CLUSTER_ADMIN.
+start_cluster() {
+  [[ -x $FLOCKMQ ]] || { log "flockmq binary not found at $FLOCKMQ"; return 1; }
+  local seeds="n1@127.0.0.1,n2@127.0.0.2,n3@127.0.0.3" cport=14370 next=18930 i
+  while ! { port_free "$cport" 127.0.0.1 && port_free "$cport" 127.0.0.2 && port_free "$cport" 127.0.0.3; }; do
+    cport=$((cport + 1))
+  done
+  CLUSTER_MQTT=(); CLUSTER_ADMIN=()
+  for i in 1 2 3; do
+    local mqtt admin data="$OUT/flockmq-cluster-n$i"
+    mqtt=$(free_port "$next"); admin=$(free_port $((mqtt + 1))); next=$((admin + 1))
+    CLUSTER_MQTT+=("$mqtt"); CLUSTER_ADMIN+=("$admin")
+    mkdir -p "$data"
+    (cd "$data" && exec "${PIN_BROKER[@]}" "$FLOCKMQ" start --set "node.name=n$i@127.0.0.$i" \
+      --set "listener.tcp.bind=127.0.0.1:$mqtt" --set "admin.bind=127.0.0.1:$admin" \
+      --set cluster.discovery=static --set "cluster.static.seeds=$seeds" --set "cluster.port=$cport" \
+      --set log.level=warn --set "mqtt.max_inflight=$INFLIGHT" --set "mqtt.max_queued_messages=$QUEUED") \
+      >"$OUT/flockmq-cluster-n$i.log" 2>&1 &
+    CLUSTER_PIDS+=($!)
+  done
+  for i in 0 1 2; do
+    local ready=0
+    for _ in $(seq 100); do
+      kill -0 "${CLUSTER_PIDS[$i]}" 2>/dev/null || break
+      if "$GEN" wait --broker "127.0.0.1:${CLUSTER_MQTT[$i]}" --timeout 0.2 2>/dev/null; then ready=1; break; fi
+      sleep 0.1
+    done
+    if [[ $ready == 0 ]]; then
+      log "cluster node n$((i + 1)) did not start (log: $OUT/flockmq-cluster-n$((i + 1)).log)"
+      tail -n 5 "$OUT/flockmq-cluster-n$((i + 1)).log" >&2 || true
+      stop_cluster
+      return 1
+    fi
+  done
+  local want="Cluster status: [{running_nodes,['n1@127.0.0.1','n2@127.0.0.2','n3@127.0.0.3']}]" status=""
+  for _ in $(seq 150); do
+    status=$("$FLOCKMQ" ctl --admin "127.0.0.1:${CLUSTER_ADMIN[0]}" cluster status 2>&1 || true)
+    [[ $status == "$want" ]] && break
+    sleep 0.2
+  done
+  if [[ $status != "$want" ]]; then
+    log "the cluster did not form in 30 s; node 1 says: $status"
+    stop_cluster
+    return 1
+  fi
+  log "cluster formed: $status"
+  CLUSTER_DESC="3 flockmq nodes n1@127.0.0.1 n2@127.0.0.2 n3@127.0.0.3 (static seeds, cluster.port $cport), all three on ${PIN_BROKER[*]:-no pinning}, generator on ${PIN_GEN[*]:-no pinning}; cluster-qosN: publisher on n1, subscriber on n3; cluster-local-qosN: both on n1"
+}
+
+run_cluster() {
+  log "flockmq cluster: 3 nodes all pinned to ${PIN_BROKER[*]:-nothing}, generator on ${PIN_GEN[*]:-nothing}; QoS 0/1 1->1 node 1 -> node 3 and node 1 alone"
+  start_cluster || return 0
+  # Subscribers on node 3 wait (bounded, --route-wait) until a probe published on node 1 reaches
+  # them, i.e. until node 1 has the route: only then does the clock start.
+  local t=(--warmup "$WARMUP" --duration "$DURATION" --window "$INFLIGHT")
+  local n1="127.0.0.1:${CLUSTER_MQTT[0]}" n3="127.0.0.1:${CLUSTER_MQTT[2]}"
+  BROKER_PID="${CLUSTER_PIDS[0]}"; PORT="${CLUSTER_MQTT[0]}"
+  for p in $PROTOCOLS; do
+    gen flockmq pubsub --name cluster-qos0 --qos 0 --sub-broker "$n3" --protocol "$p" "${t[@]}"
+    gen flockmq pubsub --name cluster-qos1 --qos 1 --sub-broker "$n3" --protocol "$p" "${t[@]}"
+    gen flockmq pubsub --name cluster-local-qos0 --qos 0 --sub-broker "$n1" --protocol "$p" "${t[@]}"
+    gen flockmq pubsub --name cluster-local-qos1 --qos 1 --sub-broker "$n1" --protocol "$p" "${t[@]}"
+  done
+  BROKER_PID=""
+  stop_cluster
+}
+
 MOSQ_VERSION=$( (mosquitto -h 2>/dev/null || true) | sed -n 's/^mosquitto version //p' | head -n 1)
 CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 log "run $RUN_ID ($MODE): $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, mosquitto ${MOSQ_VERSION:-not installed}"
@@ -237,7 +330,11 @@ for b in $BROKERS; do
   run_broker "$b"
 done
 
-"$GEN" cluster 2>&1 | sed 's/^/== /' >&2 || true
+if [[ " $BROKERS " == *" flockmq "* ]]; then
+  run_cluster
+fi
+cluster_context=()
+[[ -z $CLUSTER_DESC ]] || cluster_context=(--context "cluster=$CLUSTER_DESC")
 
 report_args=()
 for b in $BROKERS; do report_args+=(--broker "$b=$OUT/$b.jsonl"); done
@@ -252,5 +349,6 @@ for b in $BROKERS; do report_args+=(--broker "$b=$OUT/$b.jsonl"); done
   --context "broker_limits=max_inflight $INFLIGHT, max_queued_messages $QUEUED" \
   --context "generator=window $INFLIGHT, max lag 10000 deliveries, payload 64 B, latency rate $RATE/s" \
   --context "timing=${WARMUP}s warm-up + ${DURATION}s measured per test" \
+  "${cluster_context[@]}" \
   --context "wall_seconds=$SECONDS" \
   --out "$ROOT/bench/results/$RUN_ID.json"

@@ -1,6 +1,8 @@
 //! A tiny in-process MQTT broker for the generator's own tests: it forwards publishes to matching
 //! subscribers at the subscription's QoS and completes every acknowledgement flow, and can drop
-//! every Nth publish so the tests can see the loss accounting catch it. It is test-only, has
+//! every Nth publish so the tests can see the loss accounting catch it. It can listen on several
+//! addresses sharing one routing table (a stand-in for cluster nodes), and ignore its first
+//! publishes (a route not yet propagated). It is test-only, has
 //! no session state and no flow control, and must never be used to produce a figure.
 
 use std::cell::Cell;
@@ -23,6 +25,9 @@ pub struct Knobs {
     pub receive_maximum: Option<u16>,
     /// Acknowledge but never forward every Nth publish (0: forward all).
     pub drop_every: u64,
+    /// Acknowledge but never forward the first N publishes, as a cluster node does before a
+    /// remote subscription's route has reached it.
+    pub unrouted_first: u64,
 }
 
 struct Hub {
@@ -42,19 +47,32 @@ fn matches(filter: &str, topic: &str) -> bool {
 
 /// Starts the broker on a loopback port (on the current `LocalSet`) and returns its address.
 pub async fn start(knobs: Knobs) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
+    let addrs = start_nodes(knobs, 1).await?;
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("no listener"))
+}
+
+/// Starts `nodes` listeners sharing one routing table: a publish on any reaches subscribers on all.
+pub async fn start_nodes(knobs: Knobs, nodes: usize) -> std::io::Result<Vec<SocketAddr>> {
     let hub = Rc::new(Hub {
         knobs,
         publishes: Cell::new(0),
         subscriptions: RefCell::new(Vec::new()),
     });
-    tokio::task::spawn_local(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::task::spawn_local(serve(hub.clone(), stream));
-        }
-    });
-    Ok(addr)
+    let mut addrs = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        let hub = hub.clone();
+        tokio::task::spawn_local(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::task::spawn_local(serve(hub.clone(), stream));
+            }
+        });
+    }
+    Ok(addrs)
 }
 
 async fn serve(hub: Rc<Hub>, mut stream: TcpStream) {
@@ -127,7 +145,8 @@ fn handle(
         Packet::Publish(publish) => {
             let n = hub.publishes.get() + 1;
             hub.publishes.set(n);
-            let dropped = hub.knobs.drop_every > 0 && n % hub.knobs.drop_every == 0;
+            let dropped = (hub.knobs.drop_every > 0 && n % hub.knobs.drop_every == 0)
+                || n <= hub.knobs.unrouted_first;
             if !dropped {
                 for (filter, qos, sub) in hub.subscriptions.borrow().iter() {
                     if matches(filter, &publish.topic) {

@@ -52,6 +52,19 @@ struct Common {
     protocol: Protocol,
 }
 
+/// Where subscribers connect when it is not where publishers do (cross-node forwarding).
+#[derive(Args, Clone)]
+struct Split {
+    /// Broker address for subscribers (loopback only); default: the same as --broker.
+    #[arg(long)]
+    sub_broker: Option<SocketAddr>,
+    /// When --sub-broker differs from --broker: longest wait (seconds) for a probe published on
+    /// --broker to reach every subscriber before the run starts (routes between cluster nodes
+    /// propagate asynchronously). 0 skips the probe.
+    #[arg(long, default_value_t = 10.0)]
+    route_wait: f64,
+}
+
 #[derive(Args, Clone)]
 struct Timing {
     /// Seconds before measuring starts.
@@ -81,6 +94,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
+        split: Split,
+        #[command(flatten)]
         timing: Timing,
         /// Test name (topics, client ids and the result's `test` field).
         #[arg(long)]
@@ -99,6 +114,8 @@ enum Command {
     Latency {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        split: Split,
         #[command(flatten)]
         timing: Timing,
         #[arg(long)]
@@ -124,8 +141,6 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         settle: f64,
     },
-    /// Cross-node forwarding on a 3-node loopback cluster (not available yet).
-    Cluster,
     /// Waits until the broker answers CONNECT (exit 1 after the timeout).
     Wait {
         #[command(flatten)]
@@ -179,15 +194,32 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 }
 
 fn target(common: &Common) -> anyhow::Result<Target> {
-    if !common.broker.ip().is_loopback() {
-        bail!(
-            "refusing to load {}: benchmarks target loopback only",
-            common.broker
-        );
+    loopback_target(common.broker, common.protocol)
+}
+
+fn loopback_target(addr: SocketAddr, protocol: Protocol) -> anyhow::Result<Target> {
+    if !addr.ip().is_loopback() {
+        bail!("refusing to load {addr}: benchmarks target loopback only");
     }
-    Ok(Target {
-        addr: common.broker,
-        protocol: common.protocol,
+    Ok(Target { addr, protocol })
+}
+
+/// The publishers' and the subscribers' targets, and the route wait when they differ.
+fn targets(common: &Common, split: &Split) -> anyhow::Result<pubsub::Targets> {
+    let publishers = target(common)?;
+    let subscribers = loopback_target(split.sub_broker.unwrap_or(common.broker), common.protocol)?;
+    if subscribers.addr == publishers.addr {
+        return Ok(pubsub::Targets::single(publishers));
+    }
+    let route_wait = if split.route_wait > 0.0 {
+        Some(seconds(split.route_wait, "route-wait")?)
+    } else {
+        None
+    };
+    Ok(pubsub::Targets {
+        publishers,
+        subscribers,
+        route_wait,
     })
 }
 
@@ -234,6 +266,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Pubsub {
             common,
+            split,
             timing,
             name,
             publishers,
@@ -242,12 +275,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             wildcard,
         } => {
             let spec = pubsub_spec(&timing, name, publishers, subscribers, qos, wildcard, None)?;
-            let shape = format!("{publishers}→{subscribers}");
-            let result = pubsub::run(target(&common)?, spec).await?;
+            let targets = targets(&common, &split)?;
+            let shape = format!("{publishers}→{subscribers}{}", targets.label());
+            let result = pubsub::run(targets, spec).await?;
             emit(result, &common, &shape)
         }
         Command::Latency {
             common,
+            split,
             timing,
             name,
             qos,
@@ -257,8 +292,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 bail!("--rate must be positive");
             }
             let spec = pubsub_spec(&timing, name, 1, 1, qos, false, Some(rate))?;
-            let result = pubsub::run(target(&common)?, spec).await?;
-            emit(result, &common, &format!("1→1 at {rate} msg/s"))
+            let targets = targets(&common, &split)?;
+            let shape = format!("1→1 at {rate} msg/s{}", targets.label());
+            let result = pubsub::run(targets, spec).await?;
+            emit(result, &common, &shape)
         }
         Command::Conns {
             common,
@@ -275,12 +312,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let result = conns::run(target(&common)?, spec).await?;
             emit(result, &common, &format!("{count} idle"))
-        }
-        Command::Cluster => {
-            eprintln!(
-                "cross-node forwarding: not available until clustering lands (no numbers are faked)"
-            );
-            Ok(ExitCode::from(2))
         }
         Command::Wait { common, timeout } => {
             wait(&target(&common)?, seconds(timeout, "timeout")?).await
@@ -337,7 +368,7 @@ fn emit(mut result: TestResult, common: &Common, shape: &str) -> anyhow::Result<
         })
         .collect();
     eprintln!(
-        "{:<14} MQTT {:<5} {:<20} {}",
+        "{:<18} MQTT {:<5} {:<20} {}",
         result.test,
         result.protocol,
         shape,
@@ -361,7 +392,7 @@ fn emit(mut result: TestResult, common: &Common, shape: &str) -> anyhow::Result<
             "LOSS OR DUPLICATES"
         };
         eprintln!(
-            "{:<14} sent {sent}, received {delivered} of {expected} expected, lost {lost}, skipped mid-stream {skipped}, out of order/dup {ooo} ({note})",
+            "{:<18} sent {sent}, received {delivered} of {expected} expected, lost {lost}, skipped mid-stream {skipped}, out of order/dup {ooo} ({note})",
             ""
         );
     }
@@ -426,12 +457,20 @@ fn write_report(
     }
     println!();
     print!("{}", report::table(&runs, &rows));
+    let cluster = report::cluster_rows(&runs);
+    if !cluster.is_empty() {
+        println!(
+            "\ncross-node forwarding, 1 publisher → 1 subscriber (ratio: node1→node3 over each single-node figure)"
+        );
+        print!("{}", report::cluster_table(&cluster));
+    }
     let doc = serde_json::json!({
         "run_id": run_id,
         "mode": mode,
         "context": ctx,
         "brokers": runs,
         "comparison": rows,
+        "cluster": cluster,
     });
     std::fs::write(out, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;

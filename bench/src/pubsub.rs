@@ -12,6 +12,12 @@
 //! so the figure measured is what the broker delivers, not how much it can buffer. Throughput counts deliveries between
 //! the end of the warm-up and the deadline; loss is checked after a drain. This module never
 //! touches the broker's process and never sleeps in a hot loop.
+//!
+//! Subscribers may connect to another broker than publishers (another node of a cluster). Then a
+//! subscription reaches the publishers' node asynchronously, and a message published before it
+//! arrives is dropped, which the loss check would count against the broker. So before the clock
+//! starts, each publisher sends empty QoS 0 probes until every subscriber has received one: the
+//! measurement begins on a path known to forward. Probes carry no stamp and are never counted.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,6 +42,42 @@ const WRITE_BATCH: usize = 64 * 1024;
 const DRAIN_STALL: Duration = Duration::from_secs(1);
 /// Granularity of the fixed-rate publisher's schedule (tokio's timer resolution).
 const PACE_TICK: Duration = Duration::from_millis(1);
+/// How often an unanswered route probe is published again.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// Where publishers and subscribers connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    /// The publishers' broker (node 1 of a cluster).
+    pub publishers: Target,
+    /// The subscribers' broker; the same as `publishers` on a single broker.
+    pub subscribers: Target,
+    /// Longest wait for probes to reach every subscriber; `None` publishes no probe.
+    pub route_wait: Option<Duration>,
+}
+
+impl Targets {
+    /// Both roles on one broker, no probe.
+    pub fn single(target: Target) -> Targets {
+        Targets {
+            publishers: target,
+            subscribers: target,
+            route_wait: None,
+        }
+    }
+
+    /// ` (publishers on A, subscribers on B)` when they differ, else empty: for the summary line.
+    pub fn label(&self) -> String {
+        if self.publishers.addr == self.subscribers.addr {
+            String::new()
+        } else {
+            format!(
+                " (pub on {}, sub on {})",
+                self.publishers.addr, self.subscribers.addr
+            )
+        }
+    }
+}
 
 /// What to run; built from the command line.
 #[derive(Debug, Clone)]
@@ -84,6 +126,15 @@ pub enum ScenarioError {
     /// The specification cannot be run (e.g. a payload too small for the stamp).
     #[error("invalid scenario: {0}")]
     Invalid(String),
+    /// Probes published on the publishers' broker never reached some subscriber.
+    #[error(
+        "no route after {waited:?}: {missing} of {pairs} (subscriber, publisher) pairs never received a probe"
+    )]
+    NotRouted {
+        waited: Duration,
+        missing: usize,
+        pairs: usize,
+    },
 }
 
 /// State shared by all tasks of one scenario (single-threaded runtime, hence `Cell`).
@@ -100,6 +151,8 @@ struct Shared {
     /// Sequence numbers skipped over (lost in the middle of a stream, not just at its tail).
     skipped: Cell<u64>,
     foreign: Cell<u64>,
+    /// Route probes that arrived after the route check had passed (ignored, never delivered).
+    late_probes: Cell<u64>,
     /// Publishers currently blocked on `max_lag`; subscribers signal `progress` only then.
     lag_waiters: Cell<usize>,
     progress: Notify,
@@ -127,8 +180,8 @@ impl Shared {
     }
 }
 
-/// Runs one scenario against `target` and returns its figures.
-pub async fn run(target: Target, spec: Spec) -> Result<TestResult, ScenarioError> {
+/// Runs one scenario against `targets` and returns its figures.
+pub async fn run(targets: Targets, spec: Spec) -> Result<TestResult, ScenarioError> {
     if spec.payload < STAMP_LEN {
         return Err(ScenarioError::Invalid(format!(
             "payload must be at least {STAMP_LEN} bytes"
@@ -155,23 +208,35 @@ pub async fn run(target: Target, spec: Spec) -> Result<TestResult, ScenarioError
             index: s,
             source,
         };
-        let mut conn = Conn::connect(&target, &format!("fmqb-{}-s{s}", spec.name), None)
-            .await
-            .map_err(fail)?;
+        let mut conn = Conn::connect(
+            &targets.subscribers,
+            &format!("fmqb-{}-s{s}", spec.name),
+            None,
+        )
+        .await
+        .map_err(fail)?;
         conn.subscribe(&filters, spec.qos).await.map_err(fail)?;
         sub_conns.push(conn);
     }
     let mut pub_conns = Vec::with_capacity(spec.publishers);
     for p in 0..spec.publishers {
-        let conn = Conn::connect(&target, &format!("fmqb-{}-p{p}", spec.name), None)
-            .await
-            .map_err(|source| ScenarioError::Client {
-                role: "publisher",
-                index: p,
-                source,
-            })?;
+        let conn = Conn::connect(
+            &targets.publishers,
+            &format!("fmqb-{}-p{p}", spec.name),
+            None,
+        )
+        .await
+        .map_err(|source| ScenarioError::Client {
+            role: "publisher",
+            index: p,
+            source,
+        })?;
         pub_conns.push(conn);
     }
+    let routed_after = match targets.route_wait {
+        Some(limit) => Some(await_routes(&mut pub_conns, &mut sub_conns, &topics, limit).await?),
+        None => None,
+    };
 
     let epoch = clock::now();
     let warm_end = epoch + spec.warmup;
@@ -196,6 +261,7 @@ pub async fn run(target: Target, spec: Spec) -> Result<TestResult, ScenarioError
         out_of_order: Cell::new(0),
         skipped: Cell::new(0),
         foreign: Cell::new(0),
+        late_probes: Cell::new(0),
         lag_waiters: Cell::new(0),
         progress: Notify::new(),
         finish: Cell::new(false),
@@ -340,7 +406,102 @@ pub async fn run(target: Target, spec: Spec) -> Result<TestResult, ScenarioError
     result.detail("out_of_order_or_duplicate", shared.out_of_order.get());
     result.detail("skipped_mid_stream", shared.skipped.get());
     result.detail("unrecognised_payloads", shared.foreign.get());
+    result.detail("publisher_broker", targets.publishers.addr.to_string());
+    result.detail("subscriber_broker", targets.subscribers.addr.to_string());
+    if let Some(waited) = routed_after {
+        result.detail("route_ready_s", waited.as_secs_f64());
+        result.detail("late_probes", shared.late_probes.get());
+    }
     Ok(result)
+}
+
+/// Publishes an empty QoS 0 probe on every topic whose probe has not yet reached every
+/// subscriber, every `PROBE_EVERY`, until all have; returns how long that took. Runs before the
+/// scenario's tasks exist, so it drives the connections itself, one after another.
+async fn await_routes(
+    pubs: &mut [Conn],
+    subs: &mut [Conn],
+    topics: &[String],
+    limit: Duration,
+) -> Result<Duration, ScenarioError> {
+    let start = clock::now();
+    let deadline = start + limit;
+    let probes: Vec<Packet> = topics
+        .iter()
+        .map(|t| {
+            Packet::Publish(Publish {
+                qos: QoS::AtMostOnce,
+                topic: ByteString::from(t.as_str()),
+                payload: Bytes::new(),
+                ..Publish::default()
+            })
+        })
+        .collect();
+    let n_pubs = pubs.len();
+    // seen[s * n_pubs + p]: subscriber s received a probe from publisher p's topic.
+    let mut seen = vec![false; subs.len() * n_pubs];
+    loop {
+        for (p, (conn, probe)) in pubs.iter_mut().zip(&probes).enumerate() {
+            if (0..subs.len()).all(|s| seen.get(s * n_pubs + p).copied().unwrap_or(true)) {
+                continue;
+            }
+            conn.queue(probe);
+            let fail = |source| ScenarioError::Client {
+                role: "publisher",
+                index: p,
+                source,
+            };
+            tokio::time::timeout(PROBE_EVERY, conn.flush())
+                .await
+                .map_err(|_| fail(ClientError::Timeout("route probe write")))?
+                .map_err(fail)?;
+        }
+        let round_end = clock::now() + PROBE_EVERY;
+        for (s, conn) in subs.iter_mut().enumerate() {
+            let fail = |source| ScenarioError::Client {
+                role: "subscriber",
+                index: s,
+                source,
+            };
+            loop {
+                while let Some(packet) = conn.try_decode().map_err(fail)? {
+                    match packet {
+                        Packet::Publish(publish) => {
+                            if let Some(p) = topics.iter().position(|t| **t == *publish.topic)
+                                && let Some(cell) = seen.get_mut(s * n_pubs + p)
+                            {
+                                *cell = true;
+                            }
+                        }
+                        Packet::Disconnect(d) => {
+                            return Err(fail(ClientError::Refused(d.reason_code)));
+                        }
+                        _ => {}
+                    }
+                }
+                if (0..n_pubs).all(|p| seen.get(s * n_pubs + p).copied().unwrap_or(true)) {
+                    break;
+                }
+                // Wait for more until the round ends; a subscriber reached after that gets one
+                // immediate read so data already in its socket is not ignored.
+                let until = round_end.max(clock::now() + Duration::from_millis(1));
+                match tokio::time::timeout_at(until.into(), conn.io()).await {
+                    Ok(r) => r.map_err(fail)?,
+                    Err(_) => break,
+                }
+            }
+        }
+        if seen.iter().all(|&x| x) {
+            return Ok(clock::now().duration_since(start));
+        }
+        if clock::now() >= deadline {
+            return Err(ScenarioError::NotRouted {
+                waited: limit,
+                missing: seen.iter().filter(|&&x| !x).count(),
+                pairs: seen.len(),
+            });
+        }
+    }
 }
 
 /// Hands out packet identifiers never in use twice, even if acknowledgements come out of order.
@@ -568,6 +729,11 @@ async fn subscribe_loop(
 
 /// Counts one delivery to the subscriber whose row starts at `row`.
 fn record(shared: &Shared, spec: &Spec, row: usize, payload: &[u8]) {
+    if payload.is_empty() {
+        // A route probe that was still on its way when the route check passed.
+        Shared::bump(&shared.late_probes, 1);
+        return;
+    }
     Shared::bump(&shared.delivered, 1);
     let Some((publisher, seq, sent_ns)) = read_stamp(payload) else {
         Shared::bump(&shared.foreign, 1);
@@ -631,7 +797,36 @@ mod tests {
         local
             .block_on(&runtime, async move {
                 let addr = fake_broker::start(knobs).await?;
-                anyhow::Ok(run(Target { addr, protocol }, spec).await?)
+                anyhow::Ok(run(Targets::single(Target { addr, protocol }), spec).await?)
+            })
+            .expect("scenario")
+    }
+
+    /// Runs `spec` with publishers on one listener of a two-listener fake "cluster" whose first
+    /// `unrouted` publishes go nowhere, and subscribers on the other.
+    fn run_across_nodes(unrouted: u64, route_wait: Option<Duration>, spec: Spec) -> TestResult {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local
+            .block_on(&runtime, async move {
+                let knobs = Knobs {
+                    unrouted_first: unrouted,
+                    ..Knobs::default()
+                };
+                let addrs = fake_broker::start_nodes(knobs, 2).await?;
+                let target = |i: usize| Target {
+                    addr: addrs[i],
+                    protocol: Protocol::V5,
+                };
+                let targets = Targets {
+                    publishers: target(0),
+                    subscribers: target(1),
+                    route_wait,
+                };
+                anyhow::Ok(run(targets, spec).await?)
             })
             .expect("scenario")
     }
@@ -648,7 +843,7 @@ mod tests {
     fn qos2_stream_through_a_forwarding_broker_loses_nothing() {
         let knobs = Knobs {
             receive_maximum: Some(4),
-            drop_every: 0,
+            ..Knobs::default()
         };
         let r = run_against_fake(knobs, Protocol::V5, spec("q2", 1, 1, QoS::ExactlyOnce));
         let sent = count(&r, "sent");
@@ -691,8 +886,8 @@ mod tests {
     #[test]
     fn publishes_the_broker_drops_are_reported_lost() {
         let knobs = Knobs {
-            receive_maximum: None,
             drop_every: 10,
+            ..Knobs::default()
         };
         let r = run_against_fake(knobs, Protocol::V5, spec("drop", 1, 1, QoS::AtLeastOnce));
         let sent = count(&r, "sent");
@@ -720,6 +915,71 @@ mod tests {
             "{p50:?} {p99:?} {p999:?}"
         );
         assert!(r.figures.iter().all(|f| f.name != "deliveries/s"));
+    }
+
+    #[test]
+    fn route_probe_keeps_messages_published_before_the_route_from_counting_as_lost() {
+        let r = run_across_nodes(
+            20,
+            Some(Duration::from_secs(5)),
+            spec("x1", 2, 2, QoS::AtLeastOnce),
+        );
+        let sent = count(&r, "sent");
+        assert!(sent > 100, "sent only {sent}");
+        assert_eq!(count(&r, "lost"), 0);
+        assert_eq!(count(&r, "delivered"), sent * 2);
+        assert_eq!(count(&r, "unrecognised_payloads"), 0);
+        assert_ne!(
+            r.details["publisher_broker"],
+            r.details["subscriber_broker"]
+        );
+        assert!(r.details.contains_key("route_ready_s"));
+    }
+
+    #[test]
+    fn without_the_route_probe_unrouted_publishes_are_lost() {
+        let r = run_across_nodes(20, None, spec("x0", 1, 1, QoS::AtLeastOnce));
+        assert_eq!(count(&r, "lost"), 20);
+        assert!(!r.details.contains_key("route_ready_s"));
+    }
+
+    #[test]
+    fn a_route_that_never_forms_fails_the_scenario() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let outcome = local.block_on(&runtime, async move {
+            let knobs = Knobs {
+                unrouted_first: u64::MAX,
+                ..Knobs::default()
+            };
+            let addrs = fake_broker::start_nodes(knobs, 2).await.expect("listen");
+            let targets = Targets {
+                publishers: Target {
+                    addr: addrs[0],
+                    protocol: Protocol::V311,
+                },
+                subscribers: Target {
+                    addr: addrs[1],
+                    protocol: Protocol::V311,
+                },
+                route_wait: Some(Duration::from_millis(300)),
+            };
+            run(targets, spec("x2", 1, 1, QoS::AtMostOnce)).await
+        });
+        assert!(
+            matches!(
+                outcome,
+                Err(ScenarioError::NotRouted {
+                    missing: 1,
+                    pairs: 1,
+                    ..
+                })
+            ),
+            "{outcome:?}"
+        );
     }
 
     #[test]

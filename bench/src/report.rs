@@ -2,6 +2,10 @@
 //! per figure with both values and the ratio first/second, and writes everything as one JSON
 //! document. It owns presentation only; it never runs a test and never invents a value: a
 //! figure missing for a broker prints as `n/a`.
+//!
+//! Cluster tests follow a naming convention the runner keeps: `cluster-qosN` (publisher on node
+//! 1, subscriber on node 3) and `cluster-local-qosN` (both on node 1 of the same cluster) sit next
+//! to the single-broker `qosN`; `cluster_rows` puts the three side by side.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -98,6 +102,107 @@ pub fn rows(runs: &[BrokerRun]) -> Vec<Row> {
     rows
 }
 
+/// Prefix of the tests that need a cluster: only brokers that have one produce them.
+pub const CLUSTER_PREFIX: &str = "cluster-";
+
+/// Cross-node forwarding of one broker at one QoS and protocol, next to its single-node figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterRow {
+    pub broker: String,
+    pub protocol: String,
+    pub qos: u8,
+    /// `cluster-qosN`: deliveries/s, publisher on node 1, subscriber on node 3.
+    pub cross_node: f64,
+    /// `cluster-local-qosN`: deliveries/s, publisher and subscriber both on node 1.
+    pub node1_alone: Option<f64>,
+    /// `qosN`: deliveries/s of the single-broker run.
+    pub single_broker: Option<f64>,
+    /// `cluster-qosN`'s loss figure (QoS 1 and 2 only).
+    pub lost: Option<f64>,
+}
+
+fn figure_of(run: &BrokerRun, test: &str, protocol: &str, figure: &str) -> Option<f64> {
+    run.results
+        .iter()
+        .filter(|r| r.test == test && r.protocol == protocol)
+        .flat_map(|r| &r.figures)
+        .find(|f| f.name == figure)
+        .map(|f| f.value)
+}
+
+/// One row per `cluster-qosN` result, in run order.
+pub fn cluster_rows(runs: &[BrokerRun]) -> Vec<ClusterRow> {
+    let mut out = Vec::new();
+    for run in runs {
+        for result in &run.results {
+            let Some(qos) = result
+                .test
+                .strip_prefix("cluster-qos")
+                .and_then(|q| q.parse::<u8>().ok())
+            else {
+                continue;
+            };
+            let Some(cross_node) = result
+                .figures
+                .iter()
+                .find(|f| f.name == "deliveries/s")
+                .map(|f| f.value)
+            else {
+                continue;
+            };
+            let p = result.protocol.as_str();
+            out.push(ClusterRow {
+                broker: run.name.clone(),
+                protocol: result.protocol.clone(),
+                qos,
+                cross_node,
+                node1_alone: figure_of(run, &format!("cluster-local-qos{qos}"), p, "deliveries/s"),
+                single_broker: figure_of(run, &format!("qos{qos}"), p, "deliveries/s"),
+                lost: figure_of(run, &result.test, p, "lost"),
+            });
+        }
+    }
+    out
+}
+
+/// The cluster rows as text: cross-node throughput and its ratio to each single-node figure.
+pub fn cluster_table(rows: &[ClusterRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<6} {:<4} {:>16} {:>22} {:>22} {:>6}",
+        "broker",
+        "proto",
+        "qos",
+        "node1→node3 msg/s",
+        "node1 alone (ratio)",
+        "single broker (ratio)",
+        "lost"
+    );
+    let versus = |base: Option<f64>, cross: f64| match base {
+        Some(b) if b > 0.0 && b.is_finite() => {
+            format!("{} ({:.2}x)", format_value(b, "msg/s"), cross / b)
+        }
+        Some(b) => format_value(b, "msg/s"),
+        None => "n/a".into(),
+    };
+    for r in rows {
+        let lost = r.lost.map_or("-".to_string(), |l| format_value(l, "msgs"));
+        let _ = writeln!(
+            out,
+            "{:<10} {:<6} {:<4} {:>16} {:>22} {:>22} {:>6}",
+            r.broker,
+            r.protocol,
+            r.qos,
+            format_value(r.cross_node, "msg/s"),
+            versus(r.node1_alone, r.cross_node),
+            versus(r.single_broker, r.cross_node),
+            lost
+        );
+    }
+    out
+}
+
 /// Formats a value for the table: microseconds with one decimal, counts with separators.
 pub fn format_value(value: f64, unit: &str) -> String {
     if !value.is_finite() {
@@ -158,7 +263,7 @@ pub fn table(runs: &[BrokerRun], rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<14} {:<6} {:<13} {:<6}",
+        "{:<18} {:<6} {:<13} {:<6}",
         "test", "proto", "figure", "unit"
     );
     for name in &names {
@@ -168,7 +273,7 @@ pub fn table(runs: &[BrokerRun], rows: &[Row]) -> String {
     for row in rows {
         let _ = write!(
             out,
-            "{:<14} {:<6} {:<13} {:<6}",
+            "{:<18} {:<6} {:<13} {:<6}",
             row.test, row.protocol, row.figure, row.unit
         );
         for name in &names {
@@ -179,8 +284,12 @@ pub fn table(runs: &[BrokerRun], rows: &[Row]) -> String {
             let _ = write!(out, " {value:>13}");
         }
         let ratio = row.ratio.map_or("n/a".to_string(), |r| format!("{r:.2}x"));
-        let meaning = match names.as_slice() {
-            [a, b, ..] => verdict(row, a, b),
+        let missing = names.iter().find(|n| !row.values.contains_key(**n));
+        let meaning = match (names.as_slice(), missing) {
+            (_, Some(name)) if row.test.starts_with(CLUSTER_PREFIX) => {
+                format!("{}; {name}: no cluster", direction(row.better))
+            }
+            ([a, b, ..], _) => verdict(row, a, b),
             _ => direction(row.better).to_string(),
         };
         let _ = writeln!(out, " {ratio:>18}  {meaning}");
@@ -234,6 +343,62 @@ mod tests {
         let text = table(&runs, &rows);
         assert!(text.contains("n/a"), "{text}");
         assert!(text.contains("200,000"), "{text}");
+    }
+
+    fn result(test: &str, figures: &[(&str, f64)]) -> TestResult {
+        let mut r = TestResult::new(test, "5");
+        for (name, value) in figures {
+            r.figure(name, *value, "msg/s", Better::Higher);
+        }
+        r
+    }
+
+    #[test]
+    fn cluster_rows_pair_cross_node_with_both_single_node_figures() {
+        let results = [
+            result("qos1", &[("deliveries/s", 100_000.0), ("lost", 0.0)]),
+            result("cluster-local-qos1", &[("deliveries/s", 80_000.0)]),
+            result("cluster-qos1", &[("deliveries/s", 40_000.0), ("lost", 0.0)]),
+            result("cluster-qos0", &[("deliveries/s", 60_000.0)]),
+        ];
+        let runs = [
+            BrokerRun {
+                name: "flockmq".into(),
+                results: results.to_vec(),
+                unreadable_lines: 0,
+            },
+            run("mosquitto", 100.0, 200_000.0),
+        ];
+        let cluster = cluster_rows(&runs);
+        assert_eq!(cluster.len(), 2);
+        assert_eq!(
+            (
+                cluster[0].qos,
+                cluster[0].cross_node,
+                cluster[0].node1_alone
+            ),
+            (1, 40_000.0, Some(80_000.0))
+        );
+        assert_eq!(
+            (cluster[0].single_broker, cluster[0].lost),
+            (Some(100_000.0), Some(0.0))
+        );
+        assert_eq!(
+            (cluster[1].qos, cluster[1].node1_alone, cluster[1].lost),
+            (0, None, None)
+        );
+        let text = cluster_table(&cluster);
+        assert!(text.contains("80,000 (0.50x)"), "{text}");
+        assert!(text.contains("100,000 (0.40x)"), "{text}");
+        let table = table(&runs, &rows(&runs));
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("cluster-qos1") && l.contains("deliveries/s"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("n/a") && line.contains("mosquitto: no cluster"),
+            "{table}"
+        );
     }
 
     #[test]
