@@ -168,6 +168,8 @@ pub struct Scenario {
     pub file: PathBuf,
     /// `name`: shown in summaries and snapshot names.
     pub name: String,
+    /// `description`: what the scenario is about (free text).
+    pub description: String,
     /// Number of nodes, hosts `n1..nN` with node names `nK@nK`.
     pub nodes: u32,
     /// `discovery`: manual, static or mcast (passed to `cluster.discovery`).
@@ -472,7 +474,8 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
 
     let mut faults = Vec::new();
     for (i, f) in raw.fault.into_iter().enumerate() {
-        let fault = fault(f, &all_hosts, &workloads).map_err(|e| format!("fault #{}: {e}", i + 1))?;
+        let fault =
+            fault(f, &all_hosts, &workloads).map_err(|e| format!("fault #{}: {e}", i + 1))?;
         if fault.at > duration || fault.until.is_some_and(|u| u > duration) {
             return Err(format!(
                 "fault #{}: must happen within the safety phase (duration)",
@@ -506,6 +509,7 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
     Ok(Scenario {
         file: path.to_path_buf(),
         name: raw.name,
+        description: raw.description.unwrap_or_default(),
         nodes: raw.nodes,
         discovery,
         clustered,
@@ -585,7 +589,10 @@ fn workload(
         return Err("attach: empty".into());
     }
     if let Some(n) = attach.iter().find(|n| !nodes.contains(n)) {
-        return Err(format!("attach: '{n}' is not a node host (n1..n{})", nodes.len()));
+        return Err(format!(
+            "attach: '{n}' is not a node host (n1..n{})",
+            nodes.len()
+        ));
     }
     let rate = key("rate", parse_rate(w.rate.as_deref().unwrap_or("1/s")))?;
     let reconnect = key(
@@ -652,11 +659,16 @@ fn valid_filter(filter: &str) -> bool {
 
 fn groups(name: &str, v: &[Vec<String>], hosts: &[String]) -> Result<(), String> {
     if v.len() < 2 || v.iter().any(|g| g.is_empty()) {
-        return Err(format!("{name}: needs at least two non-empty groups of hosts"));
+        return Err(format!(
+            "{name}: needs at least two non-empty groups of hosts"
+        ));
     }
     for h in v.iter().flatten() {
         if !hosts.contains(h) {
-            return Err(format!("{name}: '{h}' is not a host ({})", hosts.join(", ")));
+            return Err(format!(
+                "{name}: '{h}' is not a host ({})",
+                hosts.join(", ")
+            ));
         }
     }
     Ok(())
@@ -769,7 +781,9 @@ fn fault(f: FaultFile, hosts: &[String], workloads: &[Workload]) -> Result<Fault
             | FaultKind::McastLoss(_)
     );
     if until.is_some() && !reversible {
-        return Err("until: only for partition, partition_oneway, latency, hold, mcast_loss".into());
+        return Err(
+            "until: only for partition, partition_oneway, latency, hold, mcast_loss".into(),
+        );
     }
     Ok(Fault { at, until, kind })
 }
@@ -816,7 +830,10 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("fault #1: needs exactly one"), "{e}");
-        let e = parse(&format!("{MINIMAL}[[fault]]\nat = \"1s\"\ncrash = \"n7\"\n")).unwrap_err();
+        let e = parse(&format!(
+            "{MINIMAL}[[fault]]\nat = \"1s\"\ncrash = \"n7\"\n"
+        ))
+        .unwrap_err();
         assert!(e.contains("crash: 'n7'"), "{e}");
     }
 
