@@ -436,7 +436,10 @@ impl Client {
                 last_sent = now();
             }
             let t = now();
-            if t.saturating_sub(last_recv) > keep_alive * 2 {
+            let dead_at = last_recv + keep_alive * 2;
+            // `>=`: a timer that fires at exactly `dead_at` must end the connection, or the loop
+            // would spin without simulated time moving.
+            if t >= dead_at {
                 return End::Lost(DisconnectCause::Keepalive);
             }
             let publishing = self.spec.publisher && t < self.wl.stop;
@@ -446,7 +449,6 @@ impl Client {
                 Duration::MAX
             };
             let ping_at = last_sent + keep_alive;
-            let dead_at = last_recv + keep_alive * 2;
             tokio::select! {
                 biased;
                 _ = kick.notified() => continue,
