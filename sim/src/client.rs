@@ -58,6 +58,9 @@ pub enum PlantedBug {
     /// The client acknowledges its `nth` QoS 1 delivery (1-based) but never records it, as an
     /// application that loses a message after PUBACK would.
     DropQos1Delivery { client: ClientIdx, nth: u64 },
+    /// The client hands its `nth` QoS 2 delivery (1-based) to the application twice, as a client
+    /// without packet-id deduplication would.
+    DuplicateQos2Delivery { client: ClientIdx, nth: u64 },
 }
 
 /// What the harness can tell a client between steps.
@@ -147,6 +150,7 @@ struct Client {
     outgoing: BTreeMap<u16, Outgoing>,
     incoming_qos2: BTreeSet<u16>,
     qos1_received: u64,
+    qos2_received: u64,
     next_publish: Duration,
     window: usize,
 }
@@ -190,6 +194,7 @@ pub async fn run(ctx: Rc<Shared>, idx: ClientIdx) {
         outgoing: BTreeMap::new(),
         incoming_qos2: BTreeSet::new(),
         qos1_received: 0,
+        qos2_received: 0,
         window: PUBLISH_WINDOW,
     };
     sleep_until(start).await;
@@ -656,6 +661,15 @@ impl Client {
             }
             QoS::ExactlyOnce => {
                 if self.incoming_qos2.insert(pid) {
+                    self.qos2_received += 1;
+                    let planted = matches!(
+                        self.ctx.plant,
+                        Some(PlantedBug::DuplicateQos2Delivery { client, nth })
+                            if client == self.idx && nth == self.qos2_received
+                    );
+                    if planted {
+                        self.ctx.record(delivered.clone());
+                    }
                     self.ctx.record(delivered);
                 }
                 encode(&Packet::PubRec(Ack::new(pid)), self.protocol, wbuf);

@@ -10,7 +10,7 @@
 //! Must never read the real clock.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
@@ -199,6 +199,8 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
             .chain(nodes.iter().map(|n| Scenario::client_host_of(n)))
             .collect(),
         crashed: Vec::new(),
+        cut: BTreeSet::new(),
+        held: BTreeSet::new(),
     };
     let mut errors = Vec::new();
     let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -351,6 +353,10 @@ async fn sample(handle: &NodeHandle) -> Option<NodeSample> {
     })
 }
 
+fn sorted(a: String, b: String) -> (String, String) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
 /// The harness's view of the world while applying faults.
 struct World<'a> {
     scenario: &'a Scenario,
@@ -359,6 +365,10 @@ struct World<'a> {
     rng: StdRng,
     all_hosts: Vec<String>,
     crashed: Vec<String>,
+    /// Directed links cut by partitions now in force.
+    cut: BTreeSet<(String, String)>,
+    /// Links (sorted pair) held now.
+    held: BTreeSet<(String, String)>,
 }
 
 impl World<'_> {
@@ -414,24 +424,30 @@ impl World<'_> {
             Action::Partition(groups) => {
                 for (a, b) in Self::group_pairs(groups) {
                     sim.partition(a.as_str(), b.as_str());
+                    self.cut.insert((b.clone(), a.clone()));
+                    self.cut.insert((a, b));
                 }
             }
             Action::Repair(groups) => {
                 for (a, b) in Self::group_pairs(groups) {
                     sim.repair(a.as_str(), b.as_str());
+                    self.cut.remove(&(b.clone(), a.clone()));
+                    self.cut.remove(&(a, b));
                 }
             }
             Action::PartitionOneway(from, to) => {
                 for (a, b) in Self::pairs(from, to) {
                     sim.partition_oneway(a.as_str(), b.as_str());
+                    self.cut.insert((a, b));
                 }
             }
             Action::RepairOneway(from, to) => {
                 for (a, b) in Self::pairs(from, to) {
                     sim.repair_oneway(a.as_str(), b.as_str());
+                    self.cut.remove(&(a, b));
                 }
             }
-            Action::HealAll => self.heal_links(sim),
+            Action::HealAll | Action::ReleaseAll => self.heal_links(sim),
             Action::Crash(node) => self.crash(sim, node),
             Action::Restart(node) => self.restart(sim, node),
             Action::Latency(latency, between) => {
@@ -449,14 +465,15 @@ impl World<'_> {
             Action::Hold(a, b) => {
                 for (x, y) in Self::pairs(a, b) {
                     sim.hold(x.as_str(), y.as_str());
+                    self.held.insert(sorted(x, y));
                 }
             }
             Action::Release(a, b) => {
                 for (x, y) in Self::pairs(a, b) {
                     sim.release(x.as_str(), y.as_str());
+                    self.held.remove(&sorted(x, y));
                 }
             }
-            Action::ReleaseAll => self.heal_links(sim),
             Action::McastLoss(rate) => SimNet::set_datagram_loss(*rate),
             Action::ClientDisconnect {
                 target,
@@ -467,17 +484,45 @@ impl World<'_> {
     }
 
     /// Every link healthy again; held messages are delivered (release also repairs).
-    fn heal_links(&self, sim: &mut turmoil::Sim<'_>) {
+    fn heal_links(&mut self, sim: &mut turmoil::Sim<'_>) {
         for (a, b) in self.links(&None) {
             sim.release(a.as_str(), b.as_str());
         }
+        self.cut.clear();
+        self.held.clear();
     }
 
+    /// The host loses power: its software stops and no FIN or RST reaches anyone (peers notice
+    /// by keepalive and timeouts). Dropping the host's runtime does send FINs, but in the order
+    /// tokio drops the node's tasks, which follows process-global task ids and would differ
+    /// between two runs in one process; so the host is cut off while it goes down, and its links
+    /// are put back exactly as they were.
     fn crash(&mut self, sim: &mut turmoil::Sim<'_>, node: &str) {
         if self.crashed.iter().any(|n| n == node) {
             return;
         }
+        let others: Vec<String> = self
+            .all_hosts
+            .iter()
+            .filter(|h| *h != node)
+            .cloned()
+            .collect();
+        for h in &others {
+            sim.partition(node, h.as_str());
+        }
         sim.crash(node);
+        for h in &others {
+            sim.repair(node, h.as_str());
+            if self.cut.contains(&(node.to_string(), h.clone())) {
+                sim.partition_oneway(node, h.as_str());
+            }
+            if self.cut.contains(&(h.clone(), node.to_string())) {
+                sim.partition_oneway(h.as_str(), node);
+            }
+            if self.held.contains(&sorted(node.to_string(), h.clone())) {
+                sim.hold(node, h.as_str());
+            }
+        }
         if let Some(slot) = self.registry.borrow_mut().get_mut(node) {
             slot.handle = None;
         }
