@@ -98,19 +98,20 @@ fn real_main() -> Result<ExitCode> {
             let mut failed = Vec::new();
             let mut runs = 0;
             for scenario in &scenarios {
+                let before = failed.len();
                 for seed in from..to {
                     let outcome = run(scenario, seed, RunOptions::default());
                     runs += 1;
-                    println!(
-                        "{} seed {seed}: {} (trace {:016x})",
-                        outcome.file,
-                        if outcome.passed() { "ok" } else { "FAILED" },
-                        outcome.trace_hash
-                    );
                     if !outcome.passed() {
+                        println!("{} seed {seed}: FAILED", outcome.file);
                         failed.push(outcome);
                     }
                 }
+                println!(
+                    "{}: seeds {from}..{to}, {} failed",
+                    flockmq_sim::check::display_path(&scenario.file),
+                    failed.len() - before
+                );
             }
             println!("swarm: {runs} runs, {} failed", failed.len());
             Ok(finish(&failed))
