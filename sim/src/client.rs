@@ -285,6 +285,7 @@ impl Client {
             properties: ConnectProperties {
                 session_expiry_interval: (v5 && self.persistent())
                     .then_some(self.wl.session_expiry),
+                receive_maximum: self.wl.receive_maximum.filter(|_| v5),
                 ..ConnectProperties::default()
             },
             ..Connect::default()

@@ -195,37 +195,65 @@ fn all_scenarios(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A built-in load: `nodes` independent nodes, `clients` clients split evenly over them.
-fn bench_scenario(name: &str, nodes: u32, clients: u32) -> Result<Scenario> {
-    let per_node = clients / nodes / 2;
-    let text = format!(
-        "name = \"{name}\"\nnodes = {nodes}\nduration = \"30s\"\nliveness = \"5s\"\nseeds = [1]\n\
-         [expect]\nconverge_within = \"5s\"\n\
-         [[workload]]\nkind = \"pubsub\"\npublishers = {p}\nsubscribers = {p}\nqos = 1\n\
-         filters = [\"bench/+/x\"]\ntopics = [\"bench/a/x\", \"bench/b/x\"]\nrate = \"5/s\"\n",
-        p = per_node * nodes
+/// A built-in load: `nodes` independent nodes with `groups` groups of publishers and subscribers
+/// per node; each group has its own topic, so every message reaches `fan_out` subscribers.
+fn bench_scenario(nodes: u32, groups: u32, fan_out: u32, rate: u32) -> Result<Scenario> {
+    let mut text = format!(
+        "name = \"bench\"\nnodes = {nodes}\nduration = \"30s\"\nliveness = \"5s\"\nseeds = [1]\n\
+         [expect]\nconverge_within = \"5s\"\n"
     );
+    for n in 1..=nodes {
+        for g in 1..=groups {
+            text.push_str(&format!(
+                "[[workload]]\nname = \"n{n}g{g}\"\nkind = \"pubsub\"\npublishers = {fan_out}\n\
+                 subscribers = {fan_out}\nqos = 1\nfilters = [\"bench/{g}/+\"]\n\
+                 topics = [\"bench/{g}/x\"]\nrate = \"{rate}/s\"\nattach = [\"n{n}\"]\n"
+            ));
+        }
+    }
     Ok(Scenario::parse(&text, Path::new("<bench>"))?)
 }
 
 #[allow(clippy::disallowed_methods)] // the benchmark measures wall-clock speed on purpose
 fn bench() -> Result<()> {
-    for (name, nodes, clients) in [
-        ("1 node, 100 clients", 1, 100),
-        ("5 independent nodes, 100 clients", 5, 100),
+    for (name, nodes, groups, fan_out, rate) in [
+        (
+            "1 node, 100 clients (10 topics, fan-out 5, 2 msg/s each)",
+            1,
+            10,
+            5,
+            2,
+        ),
+        (
+            "5 independent nodes, 100 clients (fan-out 5, 2 msg/s each)",
+            5,
+            2,
+            5,
+            2,
+        ),
+        (
+            "1 node, 100 clients, heavy (fan-out 50, 5 msg/s each)",
+            1,
+            1,
+            50,
+            5,
+        ),
     ] {
-        let scenario = bench_scenario(name, nodes, clients)?;
+        let scenario = bench_scenario(nodes, groups, fan_out, rate)?;
         let started = std::time::Instant::now();
-        let outcome = run(&scenario, 1, RunOptions::default());
+        let recorded = flockmq_sim::harness::simulate(&scenario, 1, RunOptions::default());
+        let simulated_in = started.elapsed().max(Duration::from_micros(1));
+        let (stats, violations) = flockmq_sim::check::check(&scenario, &recorded);
         let wall = started.elapsed().max(Duration::from_micros(1));
-        let simulated = scenario.total();
+        let total = scenario.total().as_secs_f64();
         println!(
-            "{name}: {:.1}s simulated in {:.2}s wall = {:.1} simulated s per wall s ({} deliveries{})",
-            simulated.as_secs_f64(),
+            "{name}: {total:.0}s simulated in {:.2}s wall (checks included; {:.2}s without) = \
+             {:.0} simulated s per wall s; {} deliveries{}",
             wall.as_secs_f64(),
-            simulated.as_secs_f64() / wall.as_secs_f64(),
-            outcome.stats.delivered.iter().sum::<u64>(),
-            if outcome.passed() {
+            simulated_in.as_secs_f64(),
+            total / wall.as_secs_f64(),
+            stats.delivered.iter().sum::<u64>(),
+            if violations.is_empty() {
                 ""
             } else {
                 ", FAILED checks"

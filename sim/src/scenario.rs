@@ -99,6 +99,8 @@ struct WorkloadFile {
     #[serde(default)]
     keep_alive: Option<String>,
     #[serde(default)]
+    receive_maximum: Option<u16>,
+    #[serde(default)]
     start: Option<String>,
     #[serde(default)]
     stop: Option<String>,
@@ -236,6 +238,8 @@ pub struct Workload {
     /// Reconnect backoff range (exponential with jitter).
     pub reconnect: (Duration, Duration),
     pub keep_alive: Duration,
+    /// Receive Maximum the clients announce (MQTT 5), limiting QoS>0 messages in flight to them.
+    pub receive_maximum: Option<u16>,
     /// When clients connect.
     pub start: Duration,
     /// When publishers stop publishing.
@@ -603,6 +607,9 @@ fn workload(
     if keep_alive < Duration::from_secs(1) || keep_alive.subsec_nanos() != 0 {
         return Err("keep_alive: whole seconds, at least 1s".into());
     }
+    if w.receive_maximum == Some(0) {
+        return Err("receive_maximum: must be at least 1".into());
+    }
     let start = opt_duration("start", &w.start)?.unwrap_or(Duration::ZERO);
     let stop = opt_duration("stop", &w.stop)?.unwrap_or(duration);
     if stop > duration || start >= stop {
@@ -624,6 +631,7 @@ fn workload(
         failover: w.failover,
         reconnect,
         keep_alive,
+        receive_maximum: w.receive_maximum,
         start,
         stop,
     })
