@@ -753,8 +753,71 @@ fn disturbances(scenario: &Scenario, recorded: &Recorded) -> Vec<Disturbance> {
     done
 }
 
-/// Every client connected on exactly one node, every node answering, from some moment of the
-/// liveness phase to the end; how long that took.
+/// Cluster agreement in one sample round (only when nodes report a `ClusterView`): every node
+/// lists every node as running and none as stopped, and every node's route table equals the
+/// union of live subscriptions (filter -> nodes where a subscriber with that filter is connected).
+fn cluster_problems(
+    scenario: &Scenario,
+    recorded: &Recorded,
+    round: &[Option<&NodeSample>],
+) -> Vec<String> {
+    if !scenario.clustered {
+        return Vec::new();
+    }
+    let all: Vec<String> = scenario
+        .node_hosts()
+        .iter()
+        .map(|h| format!("{h}@{h}"))
+        .collect();
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (i, s) in round.iter().enumerate() {
+        let Some(s) = s else { continue };
+        let node = format!("n{0}@n{0}", i + 1);
+        for id in &s.connected {
+            let Some(spec) = recorded.shared.roster.iter().find(|c| &c.id == id) else {
+                continue;
+            };
+            if spec.publisher {
+                continue;
+            }
+            if let Some(w) = recorded.shared.workloads.get(spec.workload) {
+                for f in &w.filters {
+                    expected.entry(f.clone()).or_default().insert(node.clone());
+                }
+            }
+        }
+    }
+    let expected: BTreeMap<String, Vec<String>> = expected
+        .into_iter()
+        .map(|(f, n)| (f, n.into_iter().collect()))
+        .collect();
+    let mut out = Vec::new();
+    for (i, s) in round.iter().enumerate() {
+        let Some(view) = s.and_then(|s| s.cluster.as_ref()) else {
+            continue;
+        };
+        if view.running != all || !view.stopped.is_empty() {
+            out.push(format!(
+                "n{} sees running={:?} stopped={:?}",
+                i + 1,
+                view.running,
+                view.stopped
+            ));
+        }
+        if view.routes != expected {
+            out.push(format!(
+                "n{} routes {:?} differ from the live subscriptions {:?}",
+                i + 1,
+                view.routes,
+                expected
+            ));
+        }
+    }
+    out
+}
+
+/// Every client connected on exactly one node, every node answering (and, in a cluster, agreeing
+/// on members and routes), from some moment of the liveness phase to the end; how long that took.
 fn convergence(
     scenario: &Scenario,
     recorded: &Recorded,
@@ -816,6 +879,7 @@ fn convergence(
                 doubles.join(",")
             ));
         }
+        out.extend(cluster_problems(scenario, recorded, round));
         let strangers: Vec<&str> = seen
             .keys()
             .copied()

@@ -7,6 +7,11 @@
 //! session state (recording the unacknowledged messages as abandoned) when it is not. QoS 2
 //! inbound uses packet-id deduplication until PUBREL, so the application sees each message once.
 //!
+//! After a CONNECT that got no CONNACK (lost on the way back, connection cut), the next connect
+//! uses clean start: the node may have created a fresh session from that CONNECT (e.g. after it
+//! restarted), and a later `session_present = 1` would then describe a session without our
+//! subscriptions or QoS 2 state, which no client can tell apart from its old one.
+//!
 //! Everything observable goes into the shared `History`. A client never reads the real clock,
 //! never draws unseeded randomness and never panics on what a node sends.
 
@@ -61,6 +66,9 @@ pub enum PlantedBug {
     /// The client hands its `nth` QoS 2 delivery (1-based) to the application twice, as a client
     /// without packet-id deduplication would.
     DuplicateQos2Delivery { client: ClientIdx, nth: u64 },
+    /// The client's task panics right after its first CONNACK: proves a panic in any spawned
+    /// task fails the run (needs `--cfg tokio_unstable`).
+    PanicAfterConnect { client: ClientIdx },
 }
 
 /// What the harness can tell a client between steps.
@@ -144,6 +152,8 @@ struct Client {
     node: u32,
     /// Whether a session we created may exist on the server (persistent sessions only).
     session_started: bool,
+    /// A CONNECT was sent but its CONNACK never arrived: the server's session is unknown.
+    connect_unanswered: bool,
     subscribed: bool,
     next_seq: u32,
     next_pid: u16,
@@ -188,6 +198,7 @@ pub async fn run(ctx: Rc<Shared>, idx: ClientIdx) {
         conn: 0,
         node: 0,
         session_started: false,
+        connect_unanswered: false,
         subscribed: false,
         next_seq: 1,
         next_pid: 1,
@@ -263,7 +274,7 @@ impl Client {
         &mut self,
         node: &str,
     ) -> Result<(turmoil::net::TcpStream, BytesMut, Decoder), String> {
-        let clean_start = !self.persistent() || !self.session_started;
+        let clean_start = !self.persistent() || !self.session_started || self.connect_unanswered;
         let number = node_number(node);
         self.ctx.record(Event::ConnectAttempt {
             client: self.idx,
@@ -292,6 +303,8 @@ impl Client {
         };
         let mut out = BytesMut::new();
         encode(&Packet::Connect(Box::new(connect)), self.protocol, &mut out);
+        // From here on the node may act on the CONNECT even if we never see its answer.
+        self.connect_unanswered = true;
         let patience = self.wl.keep_alive * 2;
         match tokio::time::timeout(patience, stream.write_all(&out)).await {
             Ok(Ok(())) => {}
@@ -323,6 +336,7 @@ impl Client {
         if ack.reason_code.is_error() {
             return Err(format!("CONNACK 0x{:02x}", ack.reason_code as u8));
         }
+        self.connect_unanswered = false;
         self.conn += 1;
         self.node = number;
         if self.persistent() {
@@ -339,6 +353,9 @@ impl Client {
         });
         if !ack.session_present {
             self.session_lost();
+        }
+        if self.ctx.plant == Some(PlantedBug::PanicAfterConnect { client: self.idx }) {
+            panic!("planted panic in client {}", self.spec.id);
         }
         Ok((stream, rbuf, decoder))
     }

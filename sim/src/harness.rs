@@ -231,7 +231,9 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "non-string panic".into());
-            errors.push(format!("panic inside the simulation: {text}"));
+            errors.push(format!(
+                "panic inside the simulation: {text} (the panicking task's own message is on stderr)"
+            ));
         }
     }
     drop(sim);
@@ -350,6 +352,9 @@ async fn sample(handle: &NodeHandle) -> Option<NodeSample> {
         messages_in: b.messages_in.iter().sum(),
         messages_out: b.messages_out.iter().sum(),
         messages_dropped: b.messages_dropped.iter().sum(),
+        // TODO(cluster): once `NodeHandle` reports cluster status and routes, fill
+        // `ClusterView` here; the convergence checker then compares membership and routes.
+        cluster: None,
     })
 }
 

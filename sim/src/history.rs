@@ -150,6 +150,20 @@ pub struct NodeSample {
     pub messages_in: u64,
     pub messages_out: u64,
     pub messages_dropped: u64,
+    /// The node's cluster view; `None` until the harness can read it (clustering not built yet).
+    pub cluster: Option<ClusterView>,
+}
+
+/// What a node says about its cluster (filled by `harness::sample` once `NodeHandle` has
+/// cluster status and routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// `running_nodes`, sorted node names (`n1@n1`).
+    pub running: Vec<String>,
+    /// `stopped_nodes`, sorted.
+    pub stopped: Vec<String>,
+    /// The route table: topic filter -> sorted node names.
+    pub routes: BTreeMap<String, Vec<String>>,
 }
 
 /// The names behind indices, for rendering.
@@ -284,16 +298,28 @@ impl History {
             Event::Sample {
                 node,
                 sample: Some(s),
-            } => write!(
-                out,
-                "n{node} sample: connected={} sessions={} subscriptions={} in={} out={} dropped={}",
-                s.connected.len(),
-                s.sessions,
-                s.subscriptions,
-                s.messages_in,
-                s.messages_out,
-                s.messages_dropped
-            ),
+            } => {
+                write!(
+                    out,
+                    "n{node} sample: connected={} sessions={} subscriptions={} in={} out={} dropped={}",
+                    s.connected.len(),
+                    s.sessions,
+                    s.subscriptions,
+                    s.messages_in,
+                    s.messages_out,
+                    s.messages_dropped
+                )?;
+                match &s.cluster {
+                    None => Ok(()),
+                    Some(c) => write!(
+                        out,
+                        " running={:?} stopped={:?} routes={}",
+                        c.running,
+                        c.stopped,
+                        c.routes.len()
+                    ),
+                }
+            }
         }
     }
 

@@ -160,3 +160,18 @@ fn cli_failure_ends_with_the_reproduce_line_and_exits_non_zero() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_panic_in_a_spawned_task_fails_the_run() {
+    let scenario = scenario_named("single_node_basic");
+    let plant = PlantedBug::PanicAfterConnect { client: 2 };
+    let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
+    assert!(
+        broken
+            .violations
+            .iter()
+            .any(|v| v.starts_with("panic inside the simulation")),
+        "{:?}",
+        broken.violations
+    );
+}
