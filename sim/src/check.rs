@@ -27,21 +27,33 @@ use crate::scenario::{Scenario, SessionKind, Workload, share_group, strip_share}
 /// Counters shown in the summary.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Messages published, by QoS.
     pub published: [u64; 3],
+    /// PUBACK/PUBREC with success.
     pub acked: u64,
+    /// PUBACK/PUBREC with an error code.
     pub rejected: u64,
+    /// Unacknowledged messages dropped by their publisher because the session was gone.
     pub abandoned: u64,
+    /// Deliveries, by QoS.
     pub delivered: [u64; 3],
+    /// QoS 1 deliveries of a message the subscriber already had.
     pub qos1_duplicates: u64,
     /// QoS >= 1 (subscriber, message) obligations met or missed.
     pub required: u64,
     /// Undelivered messages the at-least-once rules excuse (state lost by design).
     pub excused: u64,
+    /// Accepted CONNACKs.
     pub connections: u64,
+    /// Connects that failed (TCP, timeout, refused CONNACK).
     pub connect_failures: u64,
+    /// Connections that ended.
     pub disconnects: u64,
+    /// Fault actions applied (scenario, swarm and liveness restarts).
     pub faults: u64,
+    /// Node (re)starts.
     pub node_starts: u64,
+    /// Node crashes.
     pub crashes: u64,
     /// Time from the start of the liveness phase until every node agreed for good.
     pub converged_after: Option<Duration>,

@@ -165,11 +165,6 @@ struct Client {
     window: usize,
 }
 
-/// How one connection ended.
-enum End {
-    Lost(DisconnectCause),
-}
-
 /// Runs client `idx` forever (the harness stops the simulation at the end of the run).
 pub async fn run(ctx: Rc<Shared>, idx: ClientIdx) {
     let Some(spec) = ctx.roster.get(idx as usize).cloned() else {
@@ -239,7 +234,7 @@ impl Client {
                 Ok((stream, rbuf, decoder)) => {
                     failures = 0;
                     self.ctx.controls[self.idx as usize].connected.set(true);
-                    let End::Lost(cause) = self.session(stream, rbuf, decoder).await;
+                    let cause = self.session(stream, rbuf, decoder).await;
                     self.ctx.controls[self.idx as usize].connected.set(false);
                     self.ctx.record(Event::Disconnected {
                         client: self.idx,
@@ -391,7 +386,7 @@ impl Client {
         mut stream: turmoil::net::TcpStream,
         mut rbuf: BytesMut,
         mut decoder: Decoder,
-    ) -> End {
+    ) -> DisconnectCause {
         let mut wbuf = BytesMut::with_capacity(4096);
         // Resume: unfinished messages go out again in their original order.
         let mut resend: Vec<(u16, Outgoing)> =
@@ -435,25 +430,25 @@ impl Client {
         let kicks_at_connect = kicks.get();
         loop {
             if kicks.get() > kicks_at_connect {
-                return End::Lost(DisconnectCause::Fault);
+                return DisconnectCause::Fault;
             }
             // Packets already buffered (the CONNACK read may have pulled in more).
             loop {
                 match decoder.decode(&mut rbuf) {
                     Ok(Some(packet)) => {
                         if let Err(cause) = self.handle(packet, &mut wbuf) {
-                            return End::Lost(cause);
+                            return cause;
                         }
                     }
                     Ok(None) => break,
-                    Err(_) => return End::Lost(DisconnectCause::Protocol),
+                    Err(_) => return DisconnectCause::Protocol,
                 }
             }
             if !wbuf.is_empty() {
                 match tokio::time::timeout(keep_alive, stream.write_all(&wbuf)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(_)) => return End::Lost(DisconnectCause::Closed),
-                    Err(_) => return End::Lost(DisconnectCause::WriteStalled),
+                    Ok(Err(_)) => return DisconnectCause::Closed,
+                    Err(_) => return DisconnectCause::WriteStalled,
                 }
                 wbuf.clear();
                 last_sent = now();
@@ -463,7 +458,7 @@ impl Client {
             // `>=`: a timer that fires at exactly `dead_at` must end the connection, or the loop
             // would spin without simulated time moving.
             if t >= dead_at {
-                return End::Lost(DisconnectCause::Keepalive);
+                return DisconnectCause::Keepalive;
             }
             let publishing = self.spec.publisher && t < self.wl.stop;
             let next_publish = if publishing {
@@ -476,7 +471,7 @@ impl Client {
                 biased;
                 _ = kick.notified() => continue,
                 read = stream.read_buf(&mut rbuf) => match read {
-                    Ok(0) | Err(_) => return End::Lost(DisconnectCause::Closed),
+                    Ok(0) | Err(_) => return DisconnectCause::Closed,
                     Ok(_) => last_recv = now(),
                 },
                 _ = sleep_until(next_publish), if publishing => {

@@ -214,7 +214,9 @@ pub enum SessionKind {
 pub struct Workload {
     /// `name` (default `w1`, `w2`, ...): prefix of client ids, target of `client_disconnect`.
     pub name: String,
+    /// Number of publishing clients (`<name>-p1`...).
     pub publishers: u32,
+    /// Number of subscribing clients (`<name>-s1`...).
     pub subscribers: u32,
     /// QoS of every PUBLISH sent.
     pub pub_qos: u8,
@@ -226,6 +228,7 @@ pub struct Workload {
     pub topics: Vec<String>,
     /// Publishes per second per publisher.
     pub rate: f64,
+    /// Clean or persistent sessions.
     pub session: SessionKind,
     /// Session expiry interval (seconds) for persistent sessions.
     pub session_expiry: u32,
@@ -237,6 +240,7 @@ pub struct Workload {
     pub failover: bool,
     /// Reconnect backoff range (exponential with jitter).
     pub reconnect: (Duration, Duration),
+    /// MQTT keepalive; a client also gives up on a connection silent for twice this.
     pub keep_alive: Duration,
     /// Receive Maximum the clients announce (MQTT 5), limiting QoS>0 messages in flight to them.
     pub receive_maximum: Option<u16>,
@@ -282,16 +286,20 @@ pub enum FaultKind {
 /// One `[[fault]]`: what, when, and until when (for reversible faults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
+    /// When it happens (simulated time from the start).
     pub at: Duration,
     /// When a reversible fault (partition, hold, latency, mcast_loss) is undone.
     pub until: Option<Duration>,
+    /// What happens.
     pub kind: FaultKind,
 }
 
 /// `[swarm]`: draw random faults from the seed in every run of this scenario.
 #[derive(Debug, Clone)]
 pub struct Swarm {
+    /// Upper bound of faults per run (at least one is drawn).
     pub max_faults: u32,
+    /// Fault kinds to draw from (`SWARM_KINDS`).
     pub kinds: Vec<String>,
 }
 
