@@ -1,0 +1,177 @@
+//! Scenario tests (DESIGN §5.2): every file in `scenarios/` for its fixed seed list, compared with
+//! an insta snapshot of its summary under the top-level `snapshots/`; the determinism check for
+//! every scenario; planted bugs that prove the checkers bite; the CLI's failure contract.
+//!
+//! A behaviour change of the node or the broker shows up as a snapshot diff: review it, then
+//! accept with `INSTA_UPDATE=always cargo test -p flockmq-sim --test scenarios` (or
+//! `cargo insta review`).
+
+use std::path::{Path, PathBuf};
+
+use flockmq_sim::client::PlantedBug;
+use flockmq_sim::harness::RunOptions;
+use flockmq_sim::scenario::Scenario;
+use flockmq_sim::{Outcome, run};
+
+fn scenario_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 6,
+        "expected the scenario set, found {files:?}"
+    );
+    files
+}
+
+fn load(file: &Path) -> Scenario {
+    Scenario::load(file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn scenario_named(stem: &str) -> Scenario {
+    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{stem}.toml")))
+}
+
+fn assert_passed(outcome: &Outcome) {
+    assert!(
+        outcome.passed(),
+        "{}\n{}",
+        outcome.summary(),
+        outcome.failure_report()
+    );
+}
+
+#[test]
+fn every_scenario_matches_its_snapshot() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("../../snapshots");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.bind(|| {
+        for file in scenario_files() {
+            let scenario = load(&file);
+            let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+            for &seed in &scenario.seeds {
+                let outcome = run(&scenario, seed, RunOptions::default());
+                assert_passed(&outcome);
+                insta::assert_snapshot!(format!("{stem}__seed_{seed}"), outcome.summary());
+            }
+        }
+    });
+}
+
+#[test]
+fn every_scenario_is_deterministic() {
+    for file in scenario_files() {
+        let scenario = load(&file);
+        let seed = scenario.seeds[0];
+        let first = run(&scenario, seed, RunOptions::default());
+        let second = run(&scenario, seed, RunOptions::default());
+        assert_eq!(
+            first.trace_hash,
+            second.trace_hash,
+            "{} seed {seed} is not deterministic:\n{}",
+            file.display(),
+            first.reproduce_line()
+        );
+        assert_eq!(first.summary(), second.summary());
+    }
+}
+
+#[test]
+fn different_seeds_give_different_runs() {
+    let scenario = scenario_named("swarm_single_node");
+    let a = run(&scenario, 1, RunOptions::default());
+    let b = run(&scenario, 2, RunOptions::default());
+    assert_ne!(a.trace_hash, b.trace_hash);
+}
+
+#[test]
+fn planted_lost_qos1_delivery_fails_at_least_once_with_the_reproduce_line() {
+    let scenario = scenario_named("single_node_basic");
+    let clean = run(&scenario, 1, RunOptions::default());
+    assert_passed(&clean);
+
+    let plant = PlantedBug::DropQos1Delivery { client: 0, nth: 7 };
+    let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
+    assert!(!broken.passed(), "the planted bug went unnoticed");
+    assert_eq!(broken.violations.len(), 1, "{:?}", broken.violations);
+    let v = &broken.violations[0];
+    assert!(
+        v.starts_with("w1-s1: QoS 1 message ") && v.contains("never delivered"),
+        "{v}"
+    );
+    let report = broken.failure_report();
+    assert_eq!(
+        report.lines().last(),
+        Some(
+            "reproduce: cargo run -p flockmq-sim -- run scenarios/single_node_basic.toml --seed 1"
+        )
+    );
+}
+
+#[test]
+fn planted_duplicate_qos2_delivery_fails_exactly_once() {
+    let scenario = scenario_named("qos_mix");
+    let plant = PlantedBug::DuplicateQos2Delivery { client: 0, nth: 3 };
+    let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
+    assert_eq!(broken.violations.len(), 1, "{:?}", broken.violations);
+    assert!(
+        broken.violations[0].starts_with("q2-s1: QoS 2 message ")
+            && broken.violations[0].contains("delivered 2 times"),
+        "{}",
+        broken.violations[0]
+    );
+}
+
+#[test]
+fn cli_failure_ends_with_the_reproduce_line_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("flockmq-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("starved.toml");
+    // A run that cannot deliver 10^9 messages: the min_deliveries check must fail it.
+    std::fs::write(
+        &file,
+        "name = \"starved\"\nnodes = 1\nduration = \"5s\"\nseeds = [3]\n\
+         [[workload]]\nkind = \"pubsub\"\npublishers = 1\nsubscribers = 1\n\
+         filters = [\"a\"]\ntopics = [\"a\"]\n\
+         [expect]\nconverge_within = \"2s\"\nmin_deliveries = 1000000000\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flockmq-sim"))
+        .args(["run", file.to_str().unwrap(), "--seed", "3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("violation: only "), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(
+            format!(
+                "reproduce: cargo run -p flockmq-sim -- run {} --seed 3",
+                file.display()
+            )
+            .as_str()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_panic_in_a_spawned_task_fails_the_run() {
+    let scenario = scenario_named("single_node_basic");
+    let plant = PlantedBug::PanicAfterConnect { client: 2 };
+    let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
+    assert!(
+        broken
+            .violations
+            .iter()
+            .any(|v| v.starts_with("panic inside the simulation")),
+        "{:?}",
+        broken.violations
+    );
+}
