@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytestring::ByteString;
 use rand::Rng;
 
-use super::session::{Link, Message, Session, SessionKey};
+use super::inflight::OutState;
+use super::session::{Delivery, Link, Message, Session, SessionKey};
 use super::timers::Timer;
 use super::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_name};
 use super::{Action, Broker, ConnId};
@@ -307,6 +308,21 @@ impl Broker {
         tracing::debug!(client_id = %session.client_id, "session ended");
         for filter in &session.subscriptions {
             self.remove_subscription(key, filter);
+        }
+        // After its subscriptions are gone, so the ending session is never chosen again. A QoS 2
+        // message already PUBREC'd (Released) has reached the client: not owed.
+        let mut session = session;
+        let owed: Vec<Delivery> = session
+            .inflight
+            .take_all()
+            .into_iter()
+            .filter(|e| e.state != OutState::Released)
+            .map(|e| e.delivery)
+            .chain(session.queue.drain(..))
+            .filter(|d| d.shared.is_some())
+            .collect();
+        if !owed.is_empty() {
+            self.redistribute_shared(owed, now);
         }
         if let Some(will) = session.will {
             self.publish_will(will, now);

@@ -47,6 +47,11 @@ impl Default for Inflight {
 }
 
 impl Inflight {
+    /// Takes every entry out, in first-send order (the session is ending).
+    pub fn take_all(&mut self) -> VecDeque<InflightEntry> {
+        std::mem::take(&mut self.entries)
+    }
+
     /// Number of messages awaiting acknowledgement.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -117,6 +122,7 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 sub_ids: Vec::new(),
+                shared: None,
             },
             state: OutState::Qos1Sent,
             sent_at: Duration::ZERO,

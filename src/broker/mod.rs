@@ -188,7 +188,7 @@ pub struct Broker {
     out: Outbox,
     /// Reused by every publish so fan-out does not allocate per message.
     scratch: Vec<publish::Match>,
-    shared_scratch: Vec<publish::Match>,
+    shared_scratch: Vec<(ByteString, ByteString)>,
     /// Bumped on every session attach/detach; timers carry it so stale ones are ignored.
     epoch: u64,
     /// Set by a clustered node: route changes and local publishes are queued for the cluster.

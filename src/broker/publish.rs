@@ -179,6 +179,7 @@ impl Broker {
                 qos: msg.qos.min(granted),
                 retain: msg.retain && as_published,
                 sub_ids: run.iter().filter_map(|m| m.opts.sub_id).collect(),
+                shared: None,
             };
             matched += 1;
             if let Some(s) = self.sessions.get_mut(first.key) {
@@ -198,60 +199,89 @@ impl Broker {
     fn route_shared(&mut self, msg: &Arc<Message>, now: Duration) -> usize {
         let mut chosen = std::mem::take(&mut self.shared_scratch);
         chosen.clear();
-        let sessions = &self.sessions;
-        let cursors = &mut self.shared_cursors;
-        let offline_ok = msg.qos > QoS::AtMostOnce;
         self.shared.for_each_match(&msg.topic, |filter, entries| {
             let mut next_group = entries.keys().next().map(|(g, _)| g.clone());
             while let Some(group) = next_group.take() {
-                let lo = (group.clone(), SessionKey(0));
-                let hi = (group.clone(), SessionKey(u32::MAX));
-                let members = || entries.range(lo.clone()..=hi.clone());
-                let last = cursors.get(filter).and_then(|g| g.get(&*group)).copied();
-                let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.link.is_some());
-                let after = |k: SessionKey| last.is_none_or(|l| k > l);
-                let pick = members()
-                    .find(|((_, k), _)| after(*k) && online(*k))
-                    .or_else(|| members().find(|((_, k), _)| online(*k)))
-                    .or_else(|| {
-                        offline_ok
-                            .then(|| members().find(|((_, k), _)| after(*k)).or(members().next()))
-                            .flatten()
-                    });
-                if let Some((&(_, key), &opts)) = pick {
-                    chosen.push(Match { key, opts });
-                    match cursors.get_mut(filter) {
-                        Some(groups) => match groups.get_mut(&*group) {
-                            Some(cursor) => *cursor = key,
-                            None => {
-                                groups.insert(group.clone(), key);
-                            }
-                        },
-                        None => {
-                            let groups = [(group.clone(), key)].into_iter().collect();
-                            cursors.insert(filter.into(), groups);
-                        }
-                    }
-                }
+                chosen.push((group.clone(), ByteString::from(filter)));
+                let hi = (group, SessionKey(u32::MAX));
                 next_group = entries
                     .range((Bound::Excluded(hi), Bound::Unbounded))
                     .next()
                     .map(|((g, _), _)| g.clone());
             }
         });
-        let matched = chosen.len();
-        for m in &chosen {
-            let delivery = Delivery {
-                msg: Arc::clone(msg),
-                qos: msg.qos.min(m.opts.qos),
-                retain: msg.retain && m.opts.retain_as_published,
-                sub_ids: m.opts.sub_id.into_iter().collect(),
-            };
-            if let Some(s) = self.sessions.get_mut(m.key) {
-                s.deliver(delivery, &self.config, &mut self.out, now);
+        let mut matched = 0;
+        for (group, filter) in chosen.drain(..) {
+            if self.deliver_to_group(msg, group, filter, now) {
+                matched += 1;
             }
         }
         self.shared_scratch = chosen;
         matched
+    }
+
+    /// Delivers `msg` to one member of `group` on `filter` (round robin over connected members;
+    /// a disconnected member's queue only for QoS>0). False if the group has no usable member.
+    fn deliver_to_group(
+        &mut self,
+        msg: &Arc<Message>,
+        group: ByteString,
+        filter: ByteString,
+        now: Duration,
+    ) -> bool {
+        let Some(entries) = self.shared.get(&filter) else {
+            return false;
+        };
+        let sessions = &self.sessions;
+        let lo = (group.clone(), SessionKey(0));
+        let hi = (group.clone(), SessionKey(u32::MAX));
+        let members = || entries.range(lo.clone()..=hi.clone());
+        let last = self
+            .shared_cursors
+            .get(&*filter)
+            .and_then(|g| g.get(&*group))
+            .copied();
+        let online = |k: SessionKey| sessions.get(k).is_some_and(|s| s.link.is_some());
+        let after = |k: SessionKey| last.is_none_or(|l| k > l);
+        let offline_ok = msg.qos > QoS::AtMostOnce;
+        let pick = members()
+            .find(|((_, k), _)| after(*k) && online(*k))
+            .or_else(|| members().find(|((_, k), _)| online(*k)))
+            .or_else(|| {
+                offline_ok
+                    .then(|| members().find(|((_, k), _)| after(*k)).or(members().next()))
+                    .flatten()
+            });
+        let Some((&(_, key), &opts)) = pick else {
+            return false;
+        };
+        self.shared_cursors
+            .entry(filter.clone())
+            .or_default()
+            .insert(group.clone(), key);
+        let delivery = Delivery {
+            msg: Arc::clone(msg),
+            qos: msg.qos.min(opts.qos),
+            retain: msg.retain && opts.retain_as_published,
+            sub_ids: opts.sub_id.into_iter().collect(),
+            shared: Some((group, filter)),
+        };
+        if let Some(s) = self.sessions.get_mut(key) {
+            s.deliver(delivery, &self.config, &mut self.out, now);
+        }
+        true
+    }
+
+    /// A session ended owing messages it got through shared subscriptions (queued, or sent but
+    /// not yet received as far as we know): each goes to another member of its group, as
+    /// MQTT 5 §4.8.2 asks, so an acknowledged QoS 1/2 message is not lost with one member.
+    pub(super) fn redistribute_shared(&mut self, owed: Vec<Delivery>, now: Duration) {
+        for d in owed {
+            if let Some((group, filter)) = d.shared
+                && !self.deliver_to_group(&d.msg, group, filter, now)
+            {
+                self.out.metrics.messages_dropped[d.msg.qos as usize] += 1;
+            }
+        }
     }
 }

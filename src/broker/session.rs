@@ -169,6 +169,9 @@ pub(crate) struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub sub_ids: Vec<u32>,
+    /// The shared subscription (group, inner filter) that chose this session, if any: when the
+    /// session ends before the client has the message, another member of the group gets it.
+    pub shared: Option<(ByteString, ByteString)>,
 }
 
 /// Where the broker's output goes: actions for the driver and the counters.

@@ -97,6 +97,7 @@ impl Broker {
                 msg,
                 retain: true,
                 sub_ids: opts.sub_id.into_iter().collect(),
+                shared: None,
             };
             if let Some(s) = self.sessions.get_mut(key) {
                 s.deliver(delivery, &self.config, &mut self.out, now);

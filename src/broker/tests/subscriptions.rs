@@ -236,3 +236,44 @@ fn empty_subscribe_is_protocol_error() {
     h.send(s, Packet::Subscribe(Subscribe::default()));
     assert_eq!(h.disconnect_reason(s), Some(ReasonCode::ProtocolError));
 }
+
+#[test]
+fn shared_messages_owed_by_an_ending_session_go_to_another_member() {
+    // Found by the simulator (scenarios/shared_subscriptions.toml, seed 24): a member whose
+    // connection was already dying was chosen, its clean session then ended, and the acknowledged
+    // QoS 1 message was lost for the whole group.
+    let mut h = Harness::new();
+    let p = h.connect("p");
+    let m1 = h.connect("m1");
+    let m2 = h.connect("m2");
+    h.subscribe(m1, "$share/g/t", QoS::AtLeastOnce);
+    h.subscribe(m2, "$share/g/t", QoS::AtLeastOnce);
+    h.publish(p, "t", QoS::AtLeastOnce, b"one");
+    h.publish(p, "t", QoS::AtLeastOnce, b"two");
+    assert_eq!(payloads(&h.publishes(m1)), [b"one"]);
+    assert_eq!(payloads(&h.publishes(m2)), [b"two"]);
+    // m1 never acknowledges and its clean session ends with the connection.
+    h.lose(m1, ConnectionLoss::Io);
+    let got = h.publishes(m2);
+    assert_eq!(
+        payloads(&got),
+        [b"one"],
+        "m1's unacknowledged message moves to m2"
+    );
+    assert!(!got[0].dup, "a first delivery to m2");
+}
+
+#[test]
+fn acknowledged_shared_messages_are_not_redelivered() {
+    let mut h = Harness::new();
+    let p = h.connect("p");
+    let m1 = h.connect("m1");
+    let m2 = h.connect("m2");
+    h.subscribe(m1, "$share/g/t", QoS::AtLeastOnce);
+    h.subscribe(m2, "$share/g/t", QoS::AtLeastOnce);
+    h.publish(p, "t", QoS::AtLeastOnce, b"one");
+    let got = h.publishes(m1);
+    h.send(m1, puback(got[0].packet_id.unwrap()));
+    h.lose(m1, ConnectionLoss::Io);
+    assert!(h.publishes(m2).is_empty());
+}
