@@ -794,7 +794,12 @@ fn cluster_problems(
             }
             if let Some(w) = recorded.shared.workloads.get(spec.workload) {
                 for f in &w.filters {
-                    expected.entry(f.clone()).or_default().insert(node.clone());
+                    // The cluster announces `$share/g/f` under its inner filter `f`.
+                    let route = shared_inner(f).unwrap_or(f);
+                    expected
+                        .entry(route.to_string())
+                        .or_default()
+                        .insert(node.clone());
                 }
             }
         }
@@ -826,6 +831,12 @@ fn cluster_problems(
         }
     }
     out
+}
+
+/// The inner filter `f` of a shared subscription `$share/g/f`.
+fn shared_inner(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix("$share/")?;
+    rest.split_once('/').map(|(_, f)| f)
 }
 
 /// Every client connected on exactly one node, every node answering (and, in a cluster, agreeing
@@ -970,5 +981,13 @@ mod tests {
             "scenarios/x.toml"
         );
         assert_eq!(display_path(Path::new("my.toml")), "my.toml");
+    }
+
+    #[test]
+    fn shared_subscriptions_route_under_their_inner_filter() {
+        assert_eq!(shared_inner("$share/g/t/+/x"), Some("t/+/x"));
+        assert_eq!(shared_inner("$share/g/#"), Some("#"));
+        assert_eq!(shared_inner("t/+/x"), None);
+        assert_eq!(shared_inner("$share/g"), None);
     }
 }
