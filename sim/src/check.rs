@@ -504,7 +504,7 @@ pub fn check(scenario: &Scenario, recorded: &Recorded) -> (Stats, Vec<String>) {
         }
     }
 
-    let windows = disturbances(scenario, recorded);
+    let windows = disturbances(recorded);
     at_least_once(
         scenario,
         shared,
@@ -695,73 +695,138 @@ fn at_least_once(
 }
 
 /// Node-to-node disturbance windows from the applied schedule (cluster-mode excuses).
-fn disturbances(scenario: &Scenario, recorded: &Recorded) -> Vec<Disturbance> {
+///
+/// Tracked per node pair and per crashed node, the way the harness applies faults: a pair is
+/// disturbed from the first action that cuts or holds it (either direction) until the action that
+/// repairs or releases its last cut direction and hold; a crash lasts until that node restarts.
+/// One fault's repair never ends another fault's window.
+fn disturbances(recorded: &Recorded) -> Vec<Disturbance> {
     let number = |h: &String| -> Option<u32> { h.strip_prefix('n').and_then(|n| n.parse().ok()) };
     let nodes_of = |g: &[String]| -> BTreeSet<u32> { g.iter().filter_map(number).collect() };
-    let cut_pairs = |groups: &[BTreeSet<u32>]| -> Vec<(u32, u32)> {
+    // Directed node pairs from every host of `a` to every host of `b`.
+    let directed = |a: &BTreeSet<u32>, b: &BTreeSet<u32>| -> Vec<(u32, u32)> {
         let mut out = Vec::new();
-        for (i, a) in groups.iter().enumerate() {
-            for b in groups.iter().skip(i + 1) {
-                for x in a {
-                    for y in b {
-                        if x != y {
-                            out.push(((*x).min(*y), (*x).max(*y)));
-                        }
-                    }
+        for x in a {
+            for y in b {
+                if x != y {
+                    out.push((*x, *y));
                 }
             }
         }
         out
     };
-    let mut open: Vec<Disturbance> = Vec::new();
-    let mut done = Vec::new();
-    let close_all = |open: &mut Vec<Disturbance>, done: &mut Vec<Disturbance>, t: Duration| {
-        for mut w in open.drain(..) {
-            w.until = t;
-            done.push(w);
+    let across = |groups: &[Vec<String>]| -> Vec<(u32, u32)> {
+        let sets: Vec<BTreeSet<u32>> = groups.iter().map(|g| nodes_of(g)).collect();
+        let mut out = Vec::new();
+        for (i, a) in sets.iter().enumerate() {
+            for (j, b) in sets.iter().enumerate() {
+                if i != j {
+                    out.extend(directed(a, b));
+                }
+            }
         }
+        out
+    };
+    let both_ways = |a: &[String], b: &[String]| -> Vec<(u32, u32)> {
+        let (a, b) = (nodes_of(a), nodes_of(b));
+        let mut out = directed(&a, &b);
+        out.extend(directed(&b, &a));
+        out
+    };
+    let mut cut: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut held: BTreeSet<(u32, u32)> = BTreeSet::new();
+    let mut open_pairs: BTreeMap<(u32, u32), Duration> = BTreeMap::new();
+    let mut open_crashes: BTreeMap<u32, Duration> = BTreeMap::new();
+    let mut done = Vec::new();
+    let pair_window = |(a, b): (u32, u32), from: Duration, until: Duration| Disturbance {
+        from,
+        until,
+        nodes: BTreeSet::new(),
+        pairs: vec![(a, b)],
     };
     for item in &recorded.schedule {
         let t = item.at;
-        let window = |nodes: BTreeSet<u32>, pairs| Disturbance {
-            from: t,
-            until: recorded.liveness_start,
-            nodes,
-            pairs,
-        };
         match &item.action {
-            Action::Partition(g) => {
-                let groups: Vec<BTreeSet<u32>> = g.iter().map(|x| nodes_of(x)).collect();
-                let pairs = cut_pairs(&groups);
-                if !pairs.is_empty() {
-                    open.push(window(BTreeSet::new(), pairs));
+            Action::Partition(g) => cut.extend(across(g)),
+            Action::Repair(g) => {
+                for p in across(g) {
+                    cut.remove(&p);
                 }
             }
-            Action::PartitionOneway(a, b) | Action::Hold(a, b) => {
-                let pairs = cut_pairs(&[nodes_of(a), nodes_of(b)]);
-                if !pairs.is_empty() {
-                    open.push(window(BTreeSet::new(), pairs));
+            Action::PartitionOneway(a, b) => cut.extend(directed(&nodes_of(a), &nodes_of(b))),
+            Action::RepairOneway(a, b) => {
+                for p in directed(&nodes_of(a), &nodes_of(b)) {
+                    cut.remove(&p);
                 }
+            }
+            Action::Hold(a, b) => {
+                held.extend(
+                    both_ways(a, b)
+                        .into_iter()
+                        .map(|(x, y)| (x.min(y), x.max(y))),
+                );
+            }
+            Action::Release(a, b) => {
+                for (x, y) in both_ways(a, b) {
+                    held.remove(&(x.min(y), x.max(y)));
+                }
+            }
+            Action::HealAll | Action::ReleaseAll => {
+                cut.clear();
+                held.clear();
             }
             Action::Crash(n) => {
                 if let Some(n) = number(n) {
-                    open.push(window(BTreeSet::from([n]), Vec::new()));
+                    open_crashes.entry(n).or_insert(t);
                 }
             }
-            Action::Repair(_)
-            | Action::RepairOneway(..)
-            | Action::Release(..)
-            | Action::ReleaseAll
-            | Action::HealAll
-            | Action::Restart(_) => close_all(&mut open, &mut done, t),
+            Action::Restart(n) => {
+                if let Some((n, from)) = number(n).and_then(|n| Some((n, open_crashes.remove(&n)?)))
+                {
+                    done.push(Disturbance {
+                        from,
+                        until: t,
+                        nodes: BTreeSet::from([n]),
+                        pairs: Vec::new(),
+                    });
+                }
+            }
             Action::Latency(..)
             | Action::DefaultLatency(_)
             | Action::McastLoss(_)
             | Action::ClientDisconnect { .. } => {}
         }
+        let now: BTreeSet<(u32, u32)> = cut
+            .iter()
+            .map(|&(x, y)| (x.min(y), x.max(y)))
+            .chain(held.iter().copied())
+            .collect();
+        for p in &now {
+            open_pairs.entry(*p).or_insert(t);
+        }
+        let ended: Vec<(u32, u32)> = open_pairs
+            .keys()
+            .filter(|p| !now.contains(p))
+            .copied()
+            .collect();
+        for p in ended {
+            if let Some(from) = open_pairs.remove(&p) {
+                done.push(pair_window(p, from, t));
+            }
+        }
     }
-    close_all(&mut open, &mut done, recorded.liveness_start);
-    let _ = scenario;
+    let end = recorded.liveness_start;
+    for (p, from) in open_pairs {
+        done.push(pair_window(p, from, end));
+    }
+    for (n, from) in open_crashes {
+        done.push(Disturbance {
+            from,
+            until: end,
+            nodes: BTreeSet::from([n]),
+            pairs: Vec::new(),
+        });
+    }
     done
 }
 
@@ -794,7 +859,12 @@ fn cluster_problems(
             }
             if let Some(w) = recorded.shared.workloads.get(spec.workload) {
                 for f in &w.filters {
-                    expected.entry(f.clone()).or_default().insert(node.clone());
+                    // The cluster announces `$share/g/f` under its inner filter `f`.
+                    let route = shared_inner(f).unwrap_or(f);
+                    expected
+                        .entry(route.to_string())
+                        .or_default()
+                        .insert(node.clone());
                 }
             }
         }
@@ -826,6 +896,12 @@ fn cluster_problems(
         }
     }
     out
+}
+
+/// The inner filter `f` of a shared subscription `$share/g/f`.
+fn shared_inner(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix("$share/")?;
+    rest.split_once('/').map(|(_, f)| f)
 }
 
 /// Every client connected on exactly one node, every node answering (and, in a cluster, agreeing
@@ -970,5 +1046,13 @@ mod tests {
             "scenarios/x.toml"
         );
         assert_eq!(display_path(Path::new("my.toml")), "my.toml");
+    }
+
+    #[test]
+    fn shared_subscriptions_route_under_their_inner_filter() {
+        assert_eq!(shared_inner("$share/g/t/+/x"), Some("t/+/x"));
+        assert_eq!(shared_inner("$share/g/#"), Some("#"));
+        assert_eq!(shared_inner("t/+/x"), None);
+        assert_eq!(shared_inner("$share/g"), None);
     }
 }

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::{self, ClientControl, ClientSpec, PlantedBug, Shared, node_number};
 use crate::fault::{Action, Timed, schedule};
-use crate::history::{Event, Fnv64, History, NodeSample};
+use crate::history::{ClusterView, Event, Fnv64, History, NodeSample};
 use crate::scenario::Scenario;
 
 /// How often the monitor samples every node.
@@ -173,14 +173,15 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
         let mine: Vec<u32> = (0..shared.roster.len() as u32)
             .filter(|&i| shared.roster[i as usize].host == client_host)
             .collect();
-        let monitor = (host == &nodes[0]).then(|| (registry.clone(), nodes.len() as u32));
+        let monitor =
+            (host == &nodes[0]).then(|| (registry.clone(), nodes.len() as u32, scenario.clustered));
         let shared = shared.clone();
         sim.client(client_host.as_str(), async move {
             for idx in mine {
                 tokio::task::spawn_local(client::run(shared.clone(), idx));
             }
-            if let Some((registry, count)) = monitor {
-                tokio::task::spawn_local(monitor_nodes(shared.clone(), registry, count));
+            if let Some((registry, count, clustered)) = monitor {
+                tokio::task::spawn_local(monitor_nodes(shared.clone(), registry, count, clustered));
             }
             std::future::pending::<()>().await;
             Ok(())
@@ -303,11 +304,12 @@ async fn node_software(
     }
 }
 
-/// Samples every node every `SAMPLE_EVERY`, in node order.
+/// Samples every node every `SAMPLE_EVERY`, in node order (with its cluster view when clustered).
 async fn monitor_nodes(
     shared: Rc<Shared>,
     registry: Rc<RefCell<BTreeMap<String, NodeSlot>>>,
     count: u32,
+    clustered: bool,
 ) {
     let mut next = SAMPLE_EVERY;
     loop {
@@ -319,7 +321,7 @@ async fn monitor_nodes(
                 .get(&format!("n{node}"))
                 .and_then(|s| s.handle.clone());
             let sample = match handle {
-                Some(h) => sample(&h).await,
+                Some(h) => sample(&h, clustered).await,
                 None => None,
             };
             shared
@@ -331,7 +333,7 @@ async fn monitor_nodes(
     }
 }
 
-async fn sample(handle: &NodeHandle) -> Option<NodeSample> {
+async fn sample(handle: &NodeHandle, clustered: bool) -> Option<NodeSample> {
     let clients = tokio::time::timeout(SAMPLE_PATIENCE, handle.clients())
         .await
         .ok()?
@@ -340,6 +342,23 @@ async fn sample(handle: &NodeHandle) -> Option<NodeSample> {
         .await
         .ok()?
         .ok()?;
+    let cluster = if clustered {
+        let status = tokio::time::timeout(SAMPLE_PATIENCE, handle.cluster_status())
+            .await
+            .ok()?
+            .ok()?;
+        let routes = tokio::time::timeout(SAMPLE_PATIENCE, handle.routes())
+            .await
+            .ok()?
+            .ok()?;
+        Some(ClusterView {
+            running: status.running_nodes,
+            stopped: status.stopped_nodes,
+            routes: routes.into_iter().map(|r| (r.filter, r.nodes)).collect(),
+        })
+    } else {
+        None
+    };
     let b = &metrics.broker;
     Some(NodeSample {
         connected: clients
@@ -352,9 +371,7 @@ async fn sample(handle: &NodeHandle) -> Option<NodeSample> {
         messages_in: b.messages_in.iter().sum(),
         messages_out: b.messages_out.iter().sum(),
         messages_dropped: b.messages_dropped.iter().sum(),
-        // TODO(cluster): once `NodeHandle` reports cluster status and routes, fill
-        // `ClusterView` here; the convergence checker then compares membership and routes.
-        cluster: None,
+        cluster,
     })
 }
 

@@ -150,12 +150,11 @@ pub struct NodeSample {
     pub messages_in: u64,
     pub messages_out: u64,
     pub messages_dropped: u64,
-    /// The node's cluster view; `None` until the harness can read it (clustering not built yet).
+    /// The node's cluster view; `None` unless the scenario is clustered.
     pub cluster: Option<ClusterView>,
 }
 
-/// What a node says about its cluster (filled by `harness::sample` once `NodeHandle` has
-/// cluster status and routes).
+/// What a node says about its cluster (`NodeHandle::cluster_status` and `routes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
     /// `running_nodes`, sorted node names (`n1@n1`).

@@ -82,6 +82,46 @@ fn every_scenario_is_deterministic() {
 }
 
 #[test]
+fn clustered_runs_sample_membership_and_the_tutorial_route_table() {
+    use flockmq_sim::history::Event;
+    let outcome = run(
+        &scenario_named("cluster_seed_example"),
+        1,
+        RunOptions::default(),
+    );
+    assert_passed(&outcome);
+    let history = outcome.recorded.shared.history.borrow();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let expected_routes: std::collections::BTreeMap<String, Vec<String>> = [
+        ("t/#", &["n2@n2"][..]),
+        ("t/+/x", &["n1@n1", "n3@n3"][..]),
+        ("t/+/y", &["n1@n1"][..]),
+        ("t/a", &["n3@n3"][..]),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_string(), strings(n)))
+    .collect();
+    for node in 1..=3 {
+        let last = history
+            .events()
+            .iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                Event::Sample { node: n, sample } if *n == node => Some(sample.clone()),
+                _ => None,
+            })
+            .flatten()
+            .unwrap_or_else(|| panic!("n{node} was never sampled"));
+        let view = last
+            .cluster
+            .unwrap_or_else(|| panic!("n{node}: no cluster view in a clustered run"));
+        assert_eq!(view.running, strings(&["n1@n1", "n2@n2", "n3@n3"]));
+        assert!(view.stopped.is_empty());
+        assert_eq!(view.routes, expected_routes, "n{node}");
+    }
+}
+
+#[test]
 fn different_seeds_give_different_runs() {
     let scenario = scenario_named("swarm_single_node");
     let a = run(&scenario, 1, RunOptions::default());
