@@ -517,6 +517,7 @@ pub fn check(scenario: &Scenario, recorded: &Recorded) -> (Stats, Vec<String>) {
         &mut violations,
         &|t| history.topic(t).to_string(),
     );
+    never_members(scenario, history.events(), &mut violations);
     convergence(
         scenario,
         recorded,
@@ -791,6 +792,28 @@ fn disturbances(recorded: &Recorded) -> Vec<Disturbance> {
                     });
                 }
             }
+            // Before its join a node is outside the cluster: every pair touching it is cut.
+            Action::Join { node, .. } => {
+                if let Some(n) = number(node) {
+                    done.push(Disturbance {
+                        from: Duration::ZERO,
+                        until: t,
+                        nodes: BTreeSet::from([n]),
+                        pairs: Vec::new(),
+                    });
+                }
+            }
+            // After its leave a node is outside the cluster for good (until the end of the run).
+            Action::Leave(node) => {
+                if let Some(n) = number(node) {
+                    done.push(Disturbance {
+                        from: t,
+                        until: recorded.end,
+                        nodes: BTreeSet::from([n]),
+                        pairs: Vec::new(),
+                    });
+                }
+            }
             Action::Latency(..)
             | Action::DefaultLatency(_)
             | Action::McastLoss(_)
@@ -830,9 +853,11 @@ fn disturbances(recorded: &Recorded) -> Vec<Disturbance> {
     done
 }
 
-/// Cluster agreement in one sample round (only when nodes report a `ClusterView`): every node
-/// lists every node as running and none as stopped, and every node's route table equals the
-/// union of live subscriptions (filter -> nodes where a subscriber with that filter is connected).
+/// Cluster agreement in one sample round (only when nodes report a `ClusterView`): every node of
+/// `expect.members` (default every node) lists exactly those as running and none as stopped; every
+/// other node (left, or never admitted) lists only itself. Every node's route table equals the
+/// union of live subscriptions of its cluster (filter -> nodes where a subscriber with that filter
+/// is connected).
 fn cluster_problems(
     scenario: &Scenario,
     recorded: &Recorded,
@@ -841,15 +866,25 @@ fn cluster_problems(
     if !scenario.clustered {
         return Vec::new();
     }
-    let all: Vec<String> = scenario
-        .node_hosts()
+    let members: BTreeSet<usize> = scenario
+        .expect
+        .members
         .iter()
-        .map(|h| format!("{h}@{h}"))
+        .filter_map(|h| h.strip_prefix('n')?.parse().ok())
         .collect();
-    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // The nodes node `i` (1-based) should be clustered with, itself included.
+    let cluster_of = |i: usize| -> BTreeSet<usize> {
+        if members.contains(&i) {
+            members.clone()
+        } else {
+            BTreeSet::from([i])
+        }
+    };
+    // Live subscriptions per node: filter -> that node.
+    let mut local: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
     for (i, s) in round.iter().enumerate() {
         let Some(s) = s else { continue };
-        let node = format!("n{0}@n{0}", i + 1);
+        let filters = local.entry(i + 1).or_default();
         for id in &s.connected {
             let Some(spec) = recorded.shared.roster.iter().find(|c| &c.id == id) else {
                 continue;
@@ -860,27 +895,34 @@ fn cluster_problems(
             if let Some(w) = recorded.shared.workloads.get(spec.workload) {
                 for f in &w.filters {
                     // The cluster announces `$share/g/f` under its inner filter `f`.
-                    let route = shared_inner(f).unwrap_or(f);
-                    expected
-                        .entry(route.to_string())
-                        .or_default()
-                        .insert(node.clone());
+                    filters.insert(shared_inner(f).unwrap_or(f).to_string());
                 }
             }
         }
     }
-    let expected: BTreeMap<String, Vec<String>> = expected
-        .into_iter()
-        .map(|(f, n)| (f, n.into_iter().collect()))
-        .collect();
     let mut out = Vec::new();
     for (i, s) in round.iter().enumerate() {
         let Some(view) = s.and_then(|s| s.cluster.as_ref()) else {
             continue;
         };
-        if view.running != all || !view.stopped.is_empty() {
+        let cluster = cluster_of(i + 1);
+        let mut running: Vec<String> = cluster.iter().map(|n| format!("n{n}@n{n}")).collect();
+        running.sort();
+        let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in &cluster {
+            for f in local.get(n).into_iter().flatten() {
+                expected
+                    .entry(f.clone())
+                    .or_default()
+                    .push(format!("n{n}@n{n}"));
+            }
+        }
+        for nodes in expected.values_mut() {
+            nodes.sort();
+        }
+        if view.running != running || !view.stopped.is_empty() {
             out.push(format!(
-                "n{} sees running={:?} stopped={:?}",
+                "n{} sees running={:?} stopped={:?}, expected running={running:?}",
                 i + 1,
                 view.running,
                 view.stopped
@@ -896,6 +938,43 @@ fn cluster_problems(
         }
     }
     out
+}
+
+/// `expect.never_members`: on every sample, no other node lists one of them as running or stopped.
+fn never_members(scenario: &Scenario, events: &[(Duration, Event)], violations: &mut Vec<String>) {
+    let outsiders: Vec<String> = scenario
+        .expect
+        .never_members
+        .iter()
+        .map(|h| format!("{h}@{h}"))
+        .collect();
+    if outsiders.is_empty() {
+        return;
+    }
+    for (t, e) in events {
+        let Event::Sample {
+            node,
+            sample: Some(sample),
+        } = e
+        else {
+            continue;
+        };
+        let Some(view) = &sample.cluster else {
+            continue;
+        };
+        let me = format!("n{node}@n{node}");
+        for o in outsiders.iter().filter(|o| **o != me) {
+            if view.running.contains(o) || view.stopped.contains(o) {
+                violations.push(format!(
+                    "n{node} at {} lists {o}, which must never be a member: running={:?} stopped={:?}",
+                    secs(*t),
+                    view.running,
+                    view.stopped
+                ));
+                return;
+            }
+        }
+    }
 }
 
 /// The inner filter `f` of a shared subscription `$share/g/f`.

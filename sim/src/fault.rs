@@ -40,6 +40,13 @@ pub enum Action {
         count: Option<u32>,
         down_for: Option<Duration>,
     },
+    /// `node` calls `cluster_join` towards `target`.
+    Join {
+        node: String,
+        target: String,
+    },
+    /// `node` calls `cluster_leave`.
+    Leave(String),
 }
 
 /// An action with its time and the text recorded in the history.
@@ -186,6 +193,15 @@ fn expand(f: &Fault, out: &mut Vec<Timed>) {
                 text,
             );
         }
+        FaultKind::Join { node, target } => push(
+            f.at,
+            Action::Join {
+                node: node.clone(),
+                target: target.clone(),
+            },
+            format!("join {node} -> {target}"),
+        ),
+        FaultKind::Leave(node) => push(f.at, Action::Leave(node.clone()), format!("leave {node}")),
     }
 }
 

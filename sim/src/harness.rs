@@ -115,7 +115,12 @@ fn node_pairs(scenario: &Scenario, host: &str) -> Vec<(String, String)> {
             .collect();
         pairs.push(("cluster.static.seeds".to_string(), seeds.join(",")));
     }
-    for (k, v) in &scenario.node_config {
+    let overrides = scenario.node_overrides.get(host);
+    for (k, v) in scenario
+        .node_config
+        .iter()
+        .chain(overrides.into_iter().flatten())
+    {
         pairs.retain(|(key, _)| key != k);
         pairs.push((k.clone(), v.clone()));
     }
@@ -168,6 +173,11 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
             async move { node_software(host, pairs, seed, registry, shared).await }
         });
     }
+    let plan = schedule(scenario, seed);
+    let has_admin = plan
+        .iter()
+        .any(|t| matches!(t.action, Action::Join { .. } | Action::Leave(_)));
+    let commands: Rc<Commands> = Rc::default();
     for host in &nodes {
         let client_host = Scenario::client_host_of(host);
         let mine: Vec<u32> = (0..shared.roster.len() as u32)
@@ -175,6 +185,8 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
             .collect();
         let monitor =
             (host == &nodes[0]).then(|| (registry.clone(), nodes.len() as u32, scenario.clustered));
+        // Only scenarios with join/leave run the admin task, so other traces stay as they were.
+        let admin = (host == &nodes[0] && has_admin).then(|| (registry.clone(), commands.clone()));
         let shared = shared.clone();
         sim.client(client_host.as_str(), async move {
             for idx in mine {
@@ -183,14 +195,17 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
             if let Some((registry, count, clustered)) = monitor {
                 tokio::task::spawn_local(monitor_nodes(shared.clone(), registry, count, clustered));
             }
+            if let Some((registry, commands)) = admin {
+                tokio::task::spawn_local(admin_commands(shared.clone(), registry, commands));
+            }
             std::future::pending::<()>().await;
             Ok(())
         });
     }
 
-    let plan = schedule(scenario, seed);
     let mut world = World {
         scenario,
+        commands: &commands,
         shared: &shared,
         registry: &registry,
         rng: StdRng::seed_from_u64(derive_seed(seed, "harness")),
@@ -304,6 +319,50 @@ async fn node_software(
     }
 }
 
+/// Cluster commands (`join`/`leave` faults) queued by the harness between steps for the admin
+/// task, which calls them through the node's `NodeHandle` inside the simulation.
+#[derive(Default)]
+struct Commands {
+    queue: RefCell<Vec<Action>>,
+    wake: tokio::sync::Notify,
+}
+
+/// Runs queued `join`/`leave` commands in order, recording each answer as a fault event.
+async fn admin_commands(
+    shared: Rc<Shared>,
+    registry: Rc<RefCell<BTreeMap<String, NodeSlot>>>,
+    commands: Rc<Commands>,
+) {
+    loop {
+        commands.wake.notified().await;
+        let queued: Vec<Action> = commands.queue.borrow_mut().drain(..).collect();
+        for action in queued {
+            let (node, text) = match &action {
+                Action::Join { node, target } => (node, format!("join {node} -> {target}")),
+                Action::Leave(node) => (node, format!("leave {node}")),
+                _ => continue,
+            };
+            let handle = registry.borrow().get(node).and_then(|s| s.handle.clone());
+            let answer = match (handle, &action) {
+                (None, _) => "node not running".to_string(),
+                (Some(h), Action::Join { target, .. }) => {
+                    match format!("{target}@{target}").parse::<flockmq::config::SeedNode>() {
+                        Ok(seed) => format!("{:?}", h.cluster_join(seed).await),
+                        Err(e) => format!("bad seed: {e}"),
+                    }
+                }
+                (Some(h), _) => format!("{:?}", h.cluster_leave().await),
+            };
+            shared.history.borrow_mut().record(
+                client::now(),
+                Event::Fault {
+                    text: format!("{text} answered {answer}"),
+                },
+            );
+        }
+    }
+}
+
 /// Samples every node every `SAMPLE_EVERY`, in node order (with its cluster view when clustered).
 async fn monitor_nodes(
     shared: Rc<Shared>,
@@ -382,6 +441,7 @@ fn sorted(a: String, b: String) -> (String, String) {
 /// The harness's view of the world while applying faults.
 struct World<'a> {
     scenario: &'a Scenario,
+    commands: &'a Rc<Commands>,
     shared: &'a Rc<Shared>,
     registry: &'a Rc<RefCell<BTreeMap<String, NodeSlot>>>,
     rng: StdRng,
@@ -502,6 +562,10 @@ impl World<'_> {
                 count,
                 down_for,
             } => self.kick_clients(target, *count, *down_for),
+            Action::Join { .. } | Action::Leave(_) => {
+                self.commands.queue.borrow_mut().push(item.action.clone());
+                self.commands.wake.notify_one();
+            }
         }
     }
 

@@ -50,8 +50,10 @@ struct ScenarioFile {
     tick: Option<String>,
     #[serde(default)]
     latency: Option<String>,
+    /// String values apply to every node; a table named after a node host (`[node_config.n4]`)
+    /// holds that node's overrides.
     #[serde(default)]
-    node_config: BTreeMap<String, String>,
+    node_config: BTreeMap<String, toml::Value>,
     #[serde(default)]
     workload: Vec<WorkloadFile>,
     #[serde(default)]
@@ -141,6 +143,12 @@ struct FaultFile {
     count: Option<u32>,
     #[serde(default)]
     down_for: Option<String>,
+    #[serde(default)]
+    join: Option<String>,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    leave: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +169,10 @@ struct ExpectFile {
     min_deliveries: Option<u64>,
     #[serde(default)]
     route_settle: Option<String>,
+    #[serde(default)]
+    members: Option<Vec<String>>,
+    #[serde(default)]
+    never_members: Vec<String>,
 }
 
 /// A validated scenario: what the harness runs.
@@ -190,6 +202,9 @@ pub struct Scenario {
     pub latency: (Duration, Duration),
     /// Extra node config pairs for every node (e.g. cluster settings).
     pub node_config: BTreeMap<String, String>,
+    /// Per-node overrides (`[node_config.n4]`), applied after `node_config`: a node with another
+    /// cookie, another heartbeat...
+    pub node_overrides: BTreeMap<String, BTreeMap<String, String>>,
     /// The client workloads.
     pub workloads: Vec<Workload>,
     /// The fixed fault schedule.
@@ -281,6 +296,10 @@ pub enum FaultKind {
         count: Option<u32>,
         down_for: Option<Duration>,
     },
+    /// `ctl cluster join`: `node` joins the cluster of `target` (`NodeHandle::cluster_join`).
+    Join { node: String, target: String },
+    /// `ctl cluster leave`: `node` leaves its cluster (`NodeHandle::cluster_leave`).
+    Leave(String),
 }
 
 /// One `[[fault]]`: what, when, and until when (for reversible faults).
@@ -324,6 +343,12 @@ pub struct Expect {
     /// Cluster mode: messages published this close to a fault that cut the publisher's node from
     /// the subscriber's node are excused from at-least-once.
     pub route_settle: Duration,
+    /// Cluster mode: the node hosts whose final membership is checked (default every node); the
+    /// others must end up reporting only themselves as running (left, or never admitted).
+    pub members: Vec<String>,
+    /// Cluster mode: node hosts that no other node may ever list as running or stopped (e.g. a
+    /// node with the wrong cookie); checked on every sample.
+    pub never_members: Vec<String>,
 }
 
 impl Scenario {
@@ -439,12 +464,26 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
     }
     let clustered = raw.clustered.unwrap_or(discovery != "manual");
     let duration = key("duration", parse_duration(&raw.duration))?;
+    let hosts: Vec<String> = (1..=raw.nodes).map(|i| format!("n{i}")).collect();
+    let node_list = |name: &str, v: Vec<String>| -> Result<Vec<String>, String> {
+        if let Some(h) = v.iter().find(|h| !hosts.contains(h)) {
+            return Err(format!("{name}: '{h}' is not a node host"));
+        }
+        Ok(v)
+    };
+    let members = node_list(
+        "expect.members",
+        raw.expect.members.unwrap_or_else(|| hosts.clone()),
+    )?;
+    let never_members = node_list("expect.never_members", raw.expect.never_members)?;
     let expect = Expect {
         converge_within: opt_duration("expect.converge_within", &raw.expect.converge_within)?
             .unwrap_or(Duration::from_secs(15)),
         min_deliveries: raw.expect.min_deliveries.unwrap_or(1),
         route_settle: opt_duration("expect.route_settle", &raw.expect.route_settle)?
             .unwrap_or(Duration::from_secs(5)),
+        members,
+        never_members,
     };
     let liveness = opt_duration("liveness", &raw.liveness)?
         .unwrap_or(expect.converge_within + Duration::from_secs(5));
@@ -459,17 +498,46 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
         Some(s) => key("latency", parse_range(s))?,
         None => (Duration::from_millis(1), Duration::from_millis(10)),
     };
-    let hosts: Vec<String> = (1..=raw.nodes).map(|i| format!("n{i}")).collect();
     let all_hosts: Vec<String> = hosts
         .iter()
         .cloned()
         .chain((1..=raw.nodes).map(|i| format!("c{i}")))
         .collect();
-    for k in raw.node_config.keys() {
-        if ["node.name", "listener.tcp.bind", "node.seed"].contains(&k.as_str()) {
+    let reserved = |k: &str| ["node.name", "listener.tcp.bind", "node.seed"].contains(&k);
+    let mut node_config = BTreeMap::new();
+    let mut node_overrides = BTreeMap::new();
+    for (k, v) in raw.node_config {
+        if reserved(&k) {
             return Err(format!(
                 "node_config: '{k}' is set by the simulator for every node"
             ));
+        }
+        match v {
+            toml::Value::String(v) => {
+                node_config.insert(k, v);
+            }
+            toml::Value::Table(t) if hosts.contains(&k) => {
+                let mut pairs = BTreeMap::new();
+                for (key, v) in t {
+                    match v {
+                        toml::Value::String(v) if !reserved(&key) => {
+                            pairs.insert(key, v);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "node_config.{k}: '{key}' must be a string and not one the simulator sets"
+                            ));
+                        }
+                    }
+                }
+                node_overrides.insert(k, pairs);
+            }
+            _ => {
+                return Err(format!(
+                    "node_config: '{k}' must be a string value, or a table named after a node host (n1..n{})",
+                    raw.nodes
+                ));
+            }
         }
     }
 
@@ -530,7 +598,8 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
         seeds: raw.seeds,
         tick,
         latency,
-        node_config: raw.node_config,
+        node_config,
+        node_overrides,
         workloads,
         faults,
         swarm,
@@ -780,10 +849,32 @@ fn fault(f: FaultFile, hosts: &[String], workloads: &[Workload]) -> Result<Fault
     } else if f.count.is_some() || f.down_for.is_some() {
         return Err("count/down_for: only with client_disconnect".into());
     }
+    let node_host = |name: &str, h: &str| -> Result<(), String> {
+        if h.starts_with('n') && hosts.iter().any(|x| x == h) {
+            Ok(())
+        } else {
+            Err(format!("{name}: '{h}' is not a node host"))
+        }
+    };
+    if let Some(node) = f.join {
+        node_host("join", &node)?;
+        let target = f.target.ok_or("join: needs target (the node to join)")?;
+        node_host("target", &target)?;
+        if target == node {
+            return Err("target: a node cannot join itself".into());
+        }
+        kinds.push(FaultKind::Join { node, target });
+    } else if f.target.is_some() {
+        return Err("target: only with join".into());
+    }
+    if let Some(node) = f.leave {
+        node_host("leave", &node)?;
+        kinds.push(FaultKind::Leave(node));
+    }
     if kinds.len() != 1 {
         return Err(format!(
             "needs exactly one of partition, partition_oneway, heal, crash, latency, hold, \
-             release, mcast_loss, client_disconnect (found {})",
+             release, mcast_loss, client_disconnect, join, leave (found {})",
             kinds.len()
         ));
     }
@@ -851,6 +942,47 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("crash: 'n7'"), "{e}");
+    }
+
+    #[test]
+    fn node_config_tables_override_one_node() {
+        let s = parse(&format!(
+            "{MINIMAL}[node_config]\n\"cluster.heartbeat\" = \"500ms\"\n[node_config.n1]\n\"node.cookie\" = \"other\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.node_config.len(), 1);
+        assert_eq!(s.node_overrides["n1"]["node.cookie"], "other");
+        let e = parse(&format!(
+            "{MINIMAL}[node_config.n2]\n\"node.cookie\" = \"other\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("node_config: 'n2'"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}[node_config.n1]\n\"node.seed\" = \"7\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("node.seed"), "{e}");
+    }
+
+    #[test]
+    fn join_needs_a_target_node() {
+        let two = MINIMAL.replace("nodes = 1", "nodes = 2");
+        let s = parse(&format!(
+            "{two}[[fault]]\nat = \"1s\"\njoin = \"n2\"\ntarget = \"n1\"\n[[fault]]\nat = \"2s\"\nleave = \"n2\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::Join {
+                node: "n2".into(),
+                target: "n1".into()
+            }
+        );
+        assert_eq!(s.faults[1].kind, FaultKind::Leave("n2".into()));
+        let e = parse(&format!("{two}[[fault]]\nat = \"1s\"\njoin = \"n2\"\n")).unwrap_err();
+        assert!(e.contains("needs target"), "{e}");
+        let e = parse(&format!("{two}[[fault]]\nat = \"1s\"\nleave = \"c1\"\n")).unwrap_err();
+        assert!(e.contains("leave: 'c1'"), "{e}");
     }
 
     #[test]
