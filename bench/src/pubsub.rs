@@ -305,22 +305,16 @@ pub async fn run(targets: Targets, spec: Spec) -> Result<TestResult, ScenarioErr
     let drain_deadline = clock::now() + spec.drain;
     let mut failure = None;
     for (p, task) in pub_tasks.into_iter().enumerate() {
-        let outcome = tokio::time::timeout_at(drain_deadline.into(), task).await;
-        let err = match outcome {
-            Ok(Ok(Ok(()))) => continue,
-            Ok(Ok(Err(source))) => ScenarioError::Client {
-                role: "publisher",
-                index: p,
-                source,
-            },
-            Ok(Err(join)) => ScenarioError::Task(join.to_string()),
-            Err(_) => ScenarioError::Client {
-                role: "publisher",
-                index: p,
-                source: ClientError::Timeout("acknowledgements of the last window"),
-            },
-        };
-        failure.get_or_insert(err);
+        let outcome = tokio::time::timeout_at(drain_deadline.into(), task)
+            .await
+            .ok();
+        if let Some(err) = task_failure("publisher", p, outcome, || ScenarioError::Client {
+            role: "publisher",
+            index: p,
+            source: ClientError::Timeout("acknowledgements of the last window"),
+        }) {
+            failure.get_or_insert(err);
+        }
     }
 
     let expected = shared.sent.get() * spec.subscribers as u64;
@@ -338,18 +332,14 @@ pub async fn run(targets: Targets, spec: Spec) -> Result<TestResult, ScenarioErr
     shared.finish.set(true);
     shared.finish_signal.notify_waiters();
     for (s, task) in sub_tasks.into_iter().enumerate() {
-        let outcome = tokio::time::timeout(Duration::from_secs(2), task).await;
-        let err = match outcome {
-            Ok(Ok(Ok(()))) => continue,
-            Ok(Ok(Err(source))) => ScenarioError::Client {
-                role: "subscriber",
-                index: s,
-                source,
-            },
-            Ok(Err(join)) => ScenarioError::Task(join.to_string()),
-            Err(_) => ScenarioError::Task(format!("subscriber {s} did not stop")),
-        };
-        failure.get_or_insert(err);
+        let outcome = tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .ok();
+        if let Some(err) = task_failure("subscriber", s, outcome, || {
+            ScenarioError::Task(format!("subscriber {s} did not stop"))
+        }) {
+            failure.get_or_insert(err);
+        }
     }
     if let Some(err) = failure {
         return Err(err);
@@ -760,6 +750,26 @@ fn record(shared: &Shared, spec: &Spec, row: usize, payload: &[u8]) {
             .latencies
             .borrow_mut()
             .push(now_ns.saturating_sub(sent_ns));
+    }
+}
+
+/// How a client task ended, as an error (None when it finished cleanly). `outcome` is `None` when
+/// the task did not finish in time; `timed_out` says what that means for this role.
+fn task_failure(
+    role: &'static str,
+    index: usize,
+    outcome: Option<Result<Result<(), ClientError>, tokio::task::JoinError>>,
+    timed_out: impl FnOnce() -> ScenarioError,
+) -> Option<ScenarioError> {
+    match outcome {
+        Some(Ok(Ok(()))) => None,
+        Some(Ok(Err(source))) => Some(ScenarioError::Client {
+            role,
+            index,
+            source,
+        }),
+        Some(Err(join)) => Some(ScenarioError::Task(join.to_string())),
+        None => Some(timed_out()),
     }
 }
 
