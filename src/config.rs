@@ -327,15 +327,33 @@ pub struct AdminSection {
     pub token: Option<String>,
 }
 
+/// `cluster.mcast.iface`: the interface multicast discovery joins on and sends from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum McastIface {
+    /// An IPv4 address of a local interface (IPv4 groups); `0.0.0.0` lets the OS choose.
+    Addr(Ipv4Addr),
+    /// An interface name or index such as `eth0` or `2` (IPv6 groups).
+    Name(String),
+}
+
+impl fmt::Display for McastIface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            McastIface::Addr(ip) => ip.fmt(f),
+            McastIface::Name(name) => f.write_str(name),
+        }
+    }
+}
+
 /// `cluster.mcast.*`: multicast discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McastSection {
-    /// `cluster.mcast.addr`: the multicast group.
-    pub addr: Ipv4Addr,
-    /// `cluster.mcast.ports`: every port announces go to.
+    /// `cluster.mcast.addr`: the multicast group (IPv4 224.0.0.0/4 or IPv6 ff00::/8).
+    pub addr: IpAddr,
+    /// `cluster.mcast.ports`: announces go to every one; a node listens on the first it can bind.
     pub ports: Vec<u16>,
-    /// `cluster.mcast.iface`: the interface to join on.
-    pub iface: Ipv4Addr,
+    /// `cluster.mcast.iface`: the interface to join on and send from.
+    pub iface: McastIface,
     /// `cluster.mcast.ttl`: hop limit.
     pub ttl: u32,
     /// `cluster.mcast.loop`: whether own datagrams loop back (they are ignored anyway).
@@ -380,6 +398,9 @@ pub struct Config {
     pub mqtt: BrokerConfig,
 }
 
+/// Room for node name + cluster name in a discovery datagram (kept under a 1,280-byte MTU).
+pub const MAX_ANNOUNCED_NAMES: usize = 1024;
+
 fn default_node_name() -> NodeName {
     NodeName {
         text: "flockmq@127.0.0.1".into(),
@@ -410,9 +431,9 @@ impl Default for Config {
                 discovery: Discovery::Manual,
                 static_seeds: Vec::new(),
                 mcast: McastSection {
-                    addr: Ipv4Addr::new(239, 192, 0, 1),
+                    addr: IpAddr::V4(Ipv4Addr::new(239, 192, 0, 1)),
                     ports: vec![4369, 4370],
-                    iface: Ipv4Addr::UNSPECIFIED,
+                    iface: McastIface::Addr(Ipv4Addr::UNSPECIFIED),
                     ttl: 255,
                     loopback: true,
                 },
@@ -543,9 +564,23 @@ fn parse_bind(v: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("'{v}' is not an address (IP:PORT, [IPv6]:PORT or PORT)"))
 }
 
-fn parse_ipv4(v: &str) -> Result<Ipv4Addr, String> {
-    v.parse()
-        .map_err(|_| format!("'{v}' is not an IPv4 address"))
+/// An IPv4 interface address, or an interface name / index (`eth0`, `2`).
+fn parse_iface(v: &str) -> Result<McastIface, String> {
+    if let Ok(ip) = v.parse::<Ipv4Addr>() {
+        return Ok(McastIface::Addr(ip));
+    }
+    let name_like = !v.is_empty()
+        && v.len() <= 15
+        && v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if name_like {
+        Ok(McastIface::Name(v.to_owned()))
+    } else {
+        Err(format!(
+            "'{v}' is neither an IPv4 address nor an interface name or index"
+        ))
+    }
 }
 
 fn non_empty(v: &str) -> Result<String, String> {
@@ -647,15 +682,17 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "cluster.mcast.addr",
-        apply: |c, v| match parse_ipv4(v)? {
-            ip if ip.is_multicast() => set(&mut c.cluster.mcast.addr, Ok(ip)),
-            _ => Err(format!("'{v}' is not a multicast address (224.0.0.0/4)")),
+        apply: |c, v| match v.parse::<IpAddr>() {
+            Ok(ip) if ip.is_multicast() => set(&mut c.cluster.mcast.addr, Ok(ip)),
+            _ => Err(format!(
+                "'{v}' is not a multicast address (224.0.0.0/4 or ff00::/8)"
+            )),
         },
         render: |c| c.cluster.mcast.addr.to_string(),
     },
     KeySpec {
         key: "cluster.mcast.iface",
-        apply: |c, v| set(&mut c.cluster.mcast.iface, parse_ipv4(v)),
+        apply: |c, v| set(&mut c.cluster.mcast.iface, parse_iface(v)),
         render: |c| c.cluster.mcast.iface.to_string(),
     },
     KeySpec {
@@ -1017,6 +1054,33 @@ impl Config {
                 key,
                 "multicast discovery needs at least one port",
             ));
+        }
+        if self.cluster.discovery == Discovery::Mcast {
+            let key = "cluster.mcast.iface";
+            let why = match (&self.cluster.mcast.addr, &self.cluster.mcast.iface) {
+                (IpAddr::V4(_), McastIface::Name(name)) => Some(format!(
+                    "an IPv4 group joins on an interface address, not '{name}' (e.g. 0.0.0.0)"
+                )),
+                (IpAddr::V6(_), McastIface::Addr(ip)) if !ip.is_unspecified() => Some(format!(
+                    "an IPv6 group joins on an interface name or index, not {ip} (e.g. eth0)"
+                )),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Err(ConfigError::invalid(&origin_of(key), key, why));
+            }
+            let key = "node.name";
+            let announce_len = self.node.name.as_str().len() + self.cluster.name.len();
+            if announce_len > MAX_ANNOUNCED_NAMES {
+                return Err(ConfigError::invalid(
+                    &origin_of(key),
+                    key,
+                    format!(
+                        "node.name and cluster.name together are {announce_len} bytes; \
+                         multicast announces carry at most {MAX_ANNOUNCED_NAMES}"
+                    ),
+                ));
+            }
         }
         let unprotected = |b: &SocketAddr| !b.ip().is_loopback() && self.admin.token.is_none();
         if let Some(bind) = self.admin.bind.filter(unprotected) {

@@ -19,13 +19,22 @@ mod tokio;
 pub use sim::SimNet;
 pub use tokio::TokioNet;
 
-/// Multicast membership settings of a discovery socket (`cluster.mcast.*`).
+/// The local interface a multicast socket uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MulticastIface {
+    /// An IPv4 interface address (IPv4 groups); 0.0.0.0 lets the OS choose.
+    V4(Ipv4Addr),
+    /// An interface index (IPv6 groups); 0 lets the OS choose.
+    Index(u32),
+}
+
+/// Multicast settings of the discovery sockets (`cluster.mcast.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MulticastOptions {
-    /// The group to join, e.g. 239.192.0.1.
-    pub group: Ipv4Addr,
-    /// The local interface to join on (0.0.0.0 lets the OS choose).
-    pub iface: Ipv4Addr,
+    /// The group, e.g. 239.192.0.1 or ff02::4:1.
+    pub group: IpAddr,
+    /// The local interface to join on and send from.
+    pub iface: MulticastIface,
     /// Hop limit of sent datagrams (ignored by the simulation, which has no TTL).
     pub ttl: u32,
     /// Whether our own datagrams are looped back to us.
@@ -68,9 +77,19 @@ pub trait Net: Clone + Send + Sync + 'static {
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<Self::UdpSocket>> + Send;
 
-    /// Joins a multicast group on `socket` and applies TTL and loopback.
+    /// Joins `options.group` on `socket` (a socket bound to a group port), on `options.iface`.
     fn join_multicast(&self, socket: &Self::UdpSocket, options: MulticastOptions)
     -> io::Result<()>;
+
+    /// Prepares `socket` to send to the group: outgoing interface, TTL / hop limit, loopback.
+    fn multicast_sender(
+        &self,
+        socket: &Self::UdpSocket,
+        options: MulticastOptions,
+    ) -> io::Result<()>;
+
+    /// The index of the network interface called `name` (IPv6 groups name their interface).
+    fn interface_index(&self, name: &str) -> io::Result<u32>;
 
     /// Sends one datagram.
     fn send_to(

@@ -173,9 +173,31 @@ impl Net for SimNet {
     }
 
     fn join_multicast(&self, socket: &UdpSocket, options: MulticastOptions) -> io::Result<()> {
-        // turmoil has no TTL; it accepts only 0.0.0.0 or 127.0.0.1 as the interface.
-        socket.join_multicast_v4(options.group, options.iface)?;
-        socket.set_multicast_loop_v4(options.loopback)
+        // turmoil accepts only 0.0.0.0 / 127.0.0.1 (v4) or index 0 (v6) as the interface, and
+        // applies loopback per receiving port.
+        match options.group {
+            IpAddr::V4(group) => {
+                socket.join_multicast_v4(group, std::net::Ipv4Addr::UNSPECIFIED)?;
+                socket.set_multicast_loop_v4(options.loopback)
+            }
+            IpAddr::V6(group) => {
+                socket.join_multicast_v6(&group, 0)?;
+                socket.set_multicast_loop_v6(options.loopback)
+            }
+        }
+    }
+
+    fn multicast_sender(&self, socket: &UdpSocket, options: MulticastOptions) -> io::Result<()> {
+        // turmoil has no TTL and no interface choice.
+        match options.group {
+            IpAddr::V4(_) => socket.set_multicast_loop_v4(options.loopback),
+            IpAddr::V6(_) => socket.set_multicast_loop_v6(options.loopback),
+        }
+    }
+
+    fn interface_index(&self, _name: &str) -> io::Result<u32> {
+        // A turmoil host has one interface.
+        Ok(0)
     }
 
     async fn send_to(

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use super::{MulticastOptions, Net};
+use super::{MulticastIface, MulticastOptions, Net};
 
 /// Pending connections the kernel queues before `accept`: enough for a reconnect storm.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -88,9 +88,52 @@ impl Net for TokioNet {
     }
 
     fn join_multicast(&self, socket: &UdpSocket, options: MulticastOptions) -> io::Result<()> {
-        socket.join_multicast_v4(options.group, options.iface)?;
-        socket.set_multicast_ttl_v4(options.ttl)?;
-        socket.set_multicast_loop_v4(options.loopback)
+        match (options.group, options.iface) {
+            (IpAddr::V4(group), MulticastIface::V4(iface)) => {
+                socket.join_multicast_v4(group, iface)
+            }
+            (IpAddr::V6(group), MulticastIface::Index(index)) => {
+                socket.join_multicast_v6(&group, index)
+            }
+            _ => Err(mismatched_iface()),
+        }
+    }
+
+    fn multicast_sender(&self, socket: &UdpSocket, options: MulticastOptions) -> io::Result<()> {
+        let sock = socket2::SockRef::from(socket);
+        match (options.group, options.iface) {
+            (IpAddr::V4(_), MulticastIface::V4(iface)) => {
+                if !iface.is_unspecified() {
+                    sock.set_multicast_if_v4(&iface)?;
+                }
+                sock.set_multicast_ttl_v4(options.ttl)?;
+                sock.set_multicast_loop_v4(options.loopback)
+            }
+            (IpAddr::V6(_), MulticastIface::Index(index)) => {
+                if index != 0 {
+                    sock.set_multicast_if_v6(index)?;
+                }
+                sock.set_multicast_hops_v6(options.ttl)?;
+                sock.set_multicast_loop_v6(options.loopback)
+            }
+            _ => Err(mismatched_iface()),
+        }
+    }
+
+    fn interface_index(&self, name: &str) -> io::Result<u32> {
+        if let Ok(index) = name.parse::<u32>() {
+            return Ok(index);
+        }
+        let path = std::path::Path::new("/sys/class/net").join(name).join("ifindex");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            io::Error::new(e.kind(), format!("no network interface '{name}' ({e})"))
+        })?;
+        text.trim().parse().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: not an interface index", path.display()),
+            )
+        })
     }
 
     async fn send_to(
@@ -127,6 +170,13 @@ impl Net for TokioNet {
         h.write_u32(std::process::id());
         Some(h.finish())
     }
+}
+
+fn mismatched_iface() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "an IPv4 group needs an interface address, an IPv6 group an interface index",
+    )
 }
 
 #[cfg(test)]
