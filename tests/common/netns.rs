@@ -8,6 +8,7 @@
 //! and under `CI=true` it fails instead.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -36,7 +37,9 @@ fn skip(test: &str, why: &str) {
     if in_ci() {
         panic!("CI=true but {test} cannot run: {why}");
     }
-    eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+    // Straight to the stderr handle: libtest captures eprintln! of a passing test, and a skip
+    // must show without --nocapture.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {test}: {why} ***\n");
 }
 
 fn runs(program: &str, arg: &str) -> bool {
