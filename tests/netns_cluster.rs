@@ -73,6 +73,9 @@ fn mcast_cluster_ipv4_without_seeds() {
         lab.start_node(k, &config);
     }
     wait_formed(&lab, &names);
+    for k in 1..=3 {
+        lab.assert_joined(k, "239.192.0.1");
+    }
     let (h2, h3) = (lab.ipv4(2).to_string(), lab.ipv4(3).to_string());
     lab.round_trip((2, &h2, &names[1]), (3, &h3), "lab/v4/to2");
     lab.round_trip((3, &h3, &names[2]), (2, &h2), "lab/v4/to3");
@@ -94,6 +97,9 @@ fn mcast_cluster_ipv6_without_seeds() {
         lab.start_node(k, &config);
     }
     wait_formed(&lab, &names);
+    for k in 1..=3 {
+        lab.assert_joined(k, "ff02::4:1");
+    }
     let (h1, h2) = (lab.ipv6(1).to_string(), lab.ipv6(2).to_string());
     lab.round_trip((1, &h1, &names[0]), (2, &h2), "lab/v6/to1");
     lab.round_trip((2, &h2, &names[1]), (1, &h1), "lab/v6/to2");

@@ -5,7 +5,8 @@
 //! and never touch namespaces it did not name (`fmq<pid>t<subnet>...`).
 //!
 //! Needs root, `ip` (iproute2) and the mosquitto clients: without them a test is skipped loudly,
-//! and under `CI=true` it fails instead.
+//! and under `CI=true` it fails instead. `NETNS_LAB_KEEP=1` keeps each lab's temp dir (configs,
+//! node logs) after a passing test too.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -271,10 +272,16 @@ impl NetnsLab {
         Ok(())
     }
 
-    /// `ip netns exec NS(k) PROGRAM`, ready for arguments.
+    /// `ip netns exec NS(k) PROGRAM`, ready for arguments; without the caller's `FLOCKMQ_*`
+    /// variables, which flockmq would read as config overrides.
     pub fn command(&self, k: usize, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns(k), program]);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("FLOCKMQ_") {
+                cmd.env_remove(key);
+            }
+        }
         cmd
     }
 
@@ -372,6 +379,25 @@ impl NetnsLab {
         ));
     }
 
+    /// Asserts node `k`'s `eth0` is a member of multicast `group`: the kernel's own record of a
+    /// socket's join, which discovery traffic alone cannot prove (a node that only sends, or
+    /// is dialled first, still forms the cluster).
+    pub fn assert_joined(&self, k: usize, group: &str) {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(k), "maddr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip maddr show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(group))
+        {
+            self.fail(&format!(
+                "n{k}: eth0 has not joined {group}; ip maddr show dev eth0:\n{text}"
+            ));
+        }
+    }
+
     /// Polls `routes list` on node `k` until `filter` routes to a set including `node`.
     pub fn wait_route(&self, k: usize, filter: &str, node: &str) {
         let mut last = String::new();
@@ -452,7 +478,7 @@ impl Drop for NetnsLab {
         for ns in self.namespaces() {
             destroy_namespace(&ns);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("NETNS_LAB_KEEP").is_some() {
             eprintln!("{}: lab files kept in {}", self.test, self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
