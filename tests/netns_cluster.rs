@@ -1,0 +1,106 @@
+//! Three `flockmq start` processes, each in its own Linux network namespace on one bridged LAN
+//! (see `common::netns`), forming a cluster by static seeds, by IPv4 multicast and by IPv6
+//! multicast, checked with `flockmq ctl cluster status` and the mosquitto clients.
+//!
+//! Needs root, iproute2 and mosquitto clients: skipped loudly without them, failed under CI=true.
+//! Each test has its own subnet number, hence its own namespaces and prefixes, so they run in
+//! parallel.
+
+mod common;
+
+use common::netns::{ADMIN, MQTT_PORT, NetnsLab};
+
+/// Config lines every lab node shares; `host` is how the node name writes its address.
+fn base_config(lab: &NetnsLab, k: usize, host: &str, mqtt_bind: &str) -> String {
+    format!(
+        "## node {k} of a netns lab\n\
+         node.name = n{k}@{host}\n\
+         node.cookie = netnslabcookie\n\
+         node.data_dir = {data}\n\
+         listener.tcp.bind = {mqtt_bind}:{MQTT_PORT}\n\
+         admin.bind = {ADMIN}\n\
+         cluster.name = netnslab\n\
+         cluster.port = 4370\n\
+         cluster.heartbeat = 200ms\n\
+         log.level = flockmq=debug,info\n",
+        data = lab.dir().join(format!("data{k}")).display(),
+    )
+}
+
+fn names_v4(lab: &NetnsLab) -> Vec<String> {
+    (1..=3).map(|k| format!("n{k}@{}", lab.ipv4(k))).collect()
+}
+
+/// Waits until every node's status lists exactly `names` running.
+fn wait_formed(lab: &NetnsLab, names: &[String]) {
+    let expected = common::running_status(names);
+    for k in 1..=names.len() {
+        lab.wait_status(k, &expected);
+    }
+}
+
+#[test]
+fn static_cluster_across_namespaces() {
+    let Some(mut lab) = NetnsLab::create("static_cluster_across_namespaces", 1, 3) else {
+        return;
+    };
+    let names = names_v4(&lab);
+    let seeds = names.join(",");
+    for k in 1..=3 {
+        let config = base_config(&lab, k, &lab.ipv4(k).to_string(), "0.0.0.0")
+            + &format!("cluster.discovery = static\ncluster.static.seeds = {seeds}\n");
+        lab.start_node(k, &config);
+    }
+    wait_formed(&lab, &names);
+    let (h1, h3) = (lab.ipv4(1).to_string(), lab.ipv4(3).to_string());
+    lab.round_trip((3, &h3, &names[2]), (1, &h1), "lab/static");
+}
+
+#[test]
+fn mcast_cluster_ipv4_without_seeds() {
+    let Some(mut lab) = NetnsLab::create("mcast_cluster_ipv4_without_seeds", 2, 3) else {
+        return;
+    };
+    let names = names_v4(&lab);
+    for k in 1..=3 {
+        // n3 keeps the default interface 0.0.0.0: the lab's 224.0.0.0/4 route must be enough.
+        let iface = match k {
+            3 => String::from("0.0.0.0"),
+            _ => lab.ipv4(k).to_string(),
+        };
+        let config = base_config(&lab, k, &lab.ipv4(k).to_string(), "0.0.0.0")
+            + &format!("cluster.discovery = mcast\ncluster.mcast.iface = {iface}\n");
+        lab.start_node(k, &config);
+    }
+    wait_formed(&lab, &names);
+    for k in 1..=3 {
+        lab.assert_joined(k, "239.192.0.1");
+    }
+    let (h2, h3) = (lab.ipv4(2).to_string(), lab.ipv4(3).to_string());
+    lab.round_trip((2, &h2, &names[1]), (3, &h3), "lab/v4/to2");
+    lab.round_trip((3, &h3, &names[2]), (2, &h2), "lab/v4/to3");
+}
+
+#[test]
+fn mcast_cluster_ipv6_without_seeds() {
+    let Some(mut lab) = NetnsLab::create("mcast_cluster_ipv6_without_seeds", 3, 3) else {
+        return;
+    };
+    // Node names carry IPv6 hosts in brackets; status prints them canonically, without.
+    let names: Vec<String> = (1..=3).map(|k| format!("n{k}@{}", lab.ipv6(k))).collect();
+    for k in 1..=3 {
+        let host = format!("[{}]", lab.ipv6(k));
+        let config = base_config(&lab, k, &host, "[::]")
+            + "cluster.discovery = mcast\n\
+               cluster.mcast.addr = ff02::4:1\n\
+               cluster.mcast.iface = eth0\n";
+        lab.start_node(k, &config);
+    }
+    wait_formed(&lab, &names);
+    for k in 1..=3 {
+        lab.assert_joined(k, "ff02::4:1");
+    }
+    let (h1, h2) = (lab.ipv6(1).to_string(), lab.ipv6(2).to_string());
+    lab.round_trip((1, &h1, &names[0]), (2, &h2), "lab/v6/to1");
+    lab.round_trip((2, &h2, &names[1]), (1, &h1), "lab/v6/to2");
+}
