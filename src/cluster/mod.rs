@@ -92,6 +92,8 @@ const FORWARD_BUFFER_MSGS: usize = 10_000;
 const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// The receiver acknowledges at least every this many numbered forwards.
 const ACK_EVERY: u64 = 64;
+/// The reject reason of the losing link when both nodes dialled each other.
+const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -621,8 +623,13 @@ impl Cluster {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
-        self.metrics.links_rejected += 1;
-        tracing::warn!(peer = %describe(&l), reason = log, "refusing link");
+        if reason == DUPLICATE_LINK {
+            // Both sides dialled at once: expected while a cluster forms, not an error.
+            tracing::info!(peer = %describe(&l), reason = log, "closing a duplicate link");
+        } else {
+            self.metrics.links_rejected += 1;
+            tracing::warn!(peer = %describe(&l), reason = log, "refusing link");
+        }
         self.send(
             link,
             &LinkMessage::Reject {
@@ -862,7 +869,11 @@ impl Cluster {
             }
             (_, LinkMessage::Reject { reason }) => {
                 let who = describe(l);
-                tracing::warn!(peer = %who, reason, "peer refused the link");
+                if reason == DUPLICATE_LINK {
+                    tracing::info!(peer = %who, "peer keeps another link to us; closing this one");
+                } else {
+                    tracing::warn!(peer = %who, reason, "peer refused the link");
+                }
                 if let Some(l) = self.links.remove(&link) {
                     self.actions.push_back(ClusterAction::Close { link });
                     if let Some(node) = &l.dialed {
@@ -916,7 +927,7 @@ impl Cluster {
                     let lower = self.cfg.node.clone().min(peer.clone());
                     format!("duplicate link to {peer}; keeping the one dialled by {lower}")
                 };
-                return self.reject(link, "duplicate link", &log, now);
+                return self.reject(link, DUPLICATE_LINK, &log, now);
             }
             tracing::info!(peer = %peer, "replacing the link to a node with a newer one");
             // The old link goes without a peer-down: the resync on the new one replaces routes.
@@ -1103,7 +1114,11 @@ impl Cluster {
             }
             LinkMessage::Resume { received } => self.resume(link, &peer, received),
             LinkMessage::Reject { reason } => {
-                tracing::warn!(peer = %peer, reason, "peer closed the link");
+                if reason == DUPLICATE_LINK {
+                    tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
+                } else {
+                    tracing::warn!(peer = %peer, reason, "peer closed the link");
+                }
                 self.close(link, now);
             }
             other @ (LinkMessage::Hello { .. }
