@@ -58,10 +58,19 @@ fn static_cluster_across_namespaces() {
 
 #[test]
 fn mcast_cluster_ipv4_without_seeds() {
-    let Some(mut lab) = NetnsLab::create("mcast_cluster_ipv4_without_seeds", 2, 3) else {
+    // Four namespaces: n4 sits on the same group with another cookie and must never join.
+    let Some(mut lab) = NetnsLab::create("mcast_cluster_ipv4_without_seeds", 2, 4) else {
         return;
     };
     let names = names_v4(&lab);
+    let stranger = format!("n4@{}", lab.ipv4(4));
+    let config = base_config(&lab, 4, &lab.ipv4(4).to_string(), "0.0.0.0")
+        .replace("netnslabcookie", "not-the-lab-cookie")
+        + &format!(
+            "cluster.discovery = mcast\ncluster.mcast.iface = {}\n",
+            lab.ipv4(4)
+        );
+    lab.start_node(4, &config);
     for k in 1..=3 {
         // n3 keeps the default interface 0.0.0.0: the lab's 224.0.0.0/4 route must be enough.
         let iface = match k {
@@ -73,8 +82,22 @@ fn mcast_cluster_ipv4_without_seeds() {
         lab.start_node(k, &config);
     }
     wait_formed(&lab, &names);
-    for k in 1..=3 {
+    for k in 1..=4 {
         lab.assert_joined(k, "239.192.0.1");
+    }
+    // n4 keeps announcing; by now every node has heard it at least once and refused it.
+    lab.wait_status(4, &common::running_status(std::slice::from_ref(&stranger)));
+    for k in 1..=3 {
+        let (_, status, _) = lab.ctl(k, &["cluster", "status"]);
+        if status.contains(&stranger) {
+            lab.fail(&format!("n{k} lists the wrong-cookie node: {status}"));
+        }
+    }
+    let logs = lab.logs();
+    if !logs.contains(&format!(
+        "{stranger} announces itself with another node.cookie"
+    )) {
+        lab.fail("no node logged the wrong-cookie announce");
     }
     let (h2, h3) = (lab.ipv4(2).to_string(), lab.ipv4(3).to_string());
     lab.round_trip((2, &h2, &names[1]), (3, &h3), "lab/v4/to2");
