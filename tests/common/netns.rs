@@ -25,7 +25,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// How often a waiting test asks again (tests count polls: no wall clock in this crate).
 pub const POLL: Duration = Duration::from_millis(200);
 
-fn polls() -> u32 {
+/// How many `POLL`s fit in `DEADLINE`.
+pub fn polls() -> u32 {
     (DEADLINE.as_millis() / POLL.as_millis()) as u32
 }
 
