@@ -567,8 +567,8 @@ fn subscribed_at(incs: &[Incarnation], t: Duration) -> Option<&Incarnation> {
 /// - cluster mode only: the message was sent while (or within `expect.route_settle` of) a crash of
 ///   either node or a time one of them was outside the cluster (before its join, after its
 ///   leave); or of a cut between them (partition, one-way partition, hold) that lasted at least
-///   [`BUFFERED_CUT`], or that began within `route_settle` of the subscription (its route may
-///   not have reached the publisher's node). Shorter cuts excuse nothing: nodes buffer QoS >= 1
+///   [`BUFFERED_CUT`], or that began within `route_settle` of the subscription or of the
+///   publisher's node's restart or join (the route may not have reached that node). Shorter cuts excuse nothing: nodes buffer QoS >= 1
 ///   forwards for an unreachable node and resend them after reconnecting.
 ///
 /// Shared subscriptions: the same rules per group (one workload = one group): required when some
@@ -612,9 +612,17 @@ fn at_least_once(
                 if w.pairs.is_empty() {
                     return w.nodes.contains(&a) || w.nodes.contains(&b);
                 }
+                // The publisher's node learns the subscriber's route over a link; since the
+                // subscription and since the publisher's node (re)started or joined, it needs one.
+                let node_since = windows
+                    .iter()
+                    .filter(|o| o.pairs.is_empty() && o.nodes.contains(&a) && o.until <= t)
+                    .map(|o| o.until)
+                    .max();
+                let route_since = subscribed.max(node_since);
                 w.pairs.contains(&(a.min(b), a.max(b)))
                     && (w.until.saturating_sub(w.from) >= BUFFERED_CUT
-                        || subscribed.is_none_or(|s| s + settle >= w.from))
+                        || route_since.is_none_or(|s| s + settle >= w.from))
             })
     };
     // Subscribers grouped by workload.
