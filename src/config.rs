@@ -571,8 +571,7 @@ fn parse_iface(v: &str) -> Result<McastIface, String> {
     }
     let name_like = !v.is_empty()
         && v.len() <= 15
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     if name_like {
         Ok(McastIface::Name(v.to_owned()))

@@ -124,7 +124,9 @@ impl Net for TokioNet {
         if let Ok(index) = name.parse::<u32>() {
             return Ok(index);
         }
-        let path = std::path::Path::new("/sys/class/net").join(name).join("ifindex");
+        let path = std::path::Path::new("/sys/class/net")
+            .join(name)
+            .join("ifindex");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             io::Error::new(e.kind(), format!("no network interface '{name}' ({e})"))
         })?;
