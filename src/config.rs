@@ -1068,7 +1068,11 @@ impl Config {
             if let Some(why) = why {
                 return Err(ConfigError::invalid(&origin_of(key), key, why));
             }
-            let key = "node.name";
+            let key = if self.cluster.name.len() > self.node.name.as_str().len() {
+                "cluster.name"
+            } else {
+                "node.name"
+            };
             let announce_len = self.node.name.as_str().len() + self.cluster.name.len();
             if announce_len > MAX_ANNOUNCED_NAMES {
                 return Err(ConfigError::invalid(
@@ -1427,6 +1431,50 @@ mod tests {
         );
         assert!(err(&[("cluster.mcast.addr", "10.0.0.1")]).contains("not a multicast address"));
         assert!(err(&[("cluster.mcast.ttl", "256")]).contains("between 0 and 255"));
+    }
+
+    #[test]
+    fn mcast_groups_are_ipv4_or_ipv6_with_the_matching_kind_of_interface() {
+        let mcast = ("cluster.discovery", "mcast");
+        let c = Config::from_pairs(&[mcast]).unwrap();
+        assert_eq!(
+            c.cluster.mcast.addr,
+            "239.192.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.cluster.mcast.iface,
+            McastIface::Addr(Ipv4Addr::UNSPECIFIED)
+        );
+        let c = Config::from_pairs(&[
+            mcast,
+            ("cluster.mcast.addr", "ff02::4:1"),
+            ("cluster.mcast.iface", "eth0"),
+        ])
+        .unwrap();
+        assert_eq!(c.cluster.mcast.iface, McastIface::Name("eth0".into()));
+        // The default interface (0.0.0.0, "any") works for IPv6 groups too.
+        Config::from_pairs(&[mcast, ("cluster.mcast.addr", "ff15::7")]).unwrap();
+        Config::from_pairs(&[mcast, ("cluster.mcast.iface", "10.1.2.3")]).unwrap();
+        assert!(
+            err(&[mcast, ("cluster.mcast.iface", "eth0")])
+                .contains("an IPv4 group joins on an interface address")
+        );
+        assert!(
+            err(&[
+                mcast,
+                ("cluster.mcast.addr", "ff02::4:1"),
+                ("cluster.mcast.iface", "10.0.0.1")
+            ])
+            .contains("an IPv6 group joins on an interface name or index")
+        );
+        assert!(err(&[("cluster.mcast.iface", "eth 0")]).contains("interface name"));
+        assert!(err(&[("cluster.mcast.addr", "fe80::1")]).contains("not a multicast address"));
+        let long = "c".repeat(MAX_ANNOUNCED_NAMES);
+        assert!(
+            err(&[mcast, ("cluster.name", &long)]).contains("multicast announces carry at most")
+        );
+        // Without multicast discovery the interface is not checked against the group.
+        Config::from_pairs(&[("cluster.mcast.iface", "eth0")]).unwrap();
     }
 
     #[test]

@@ -158,6 +158,24 @@ pub fn render_prometheus(m: &NodeMetrics) -> String {
             "Links refused or closed for bad input (handshake, framing, garbage).",
             c.links_rejected,
         ),
+        (
+            "flockmq_cluster_announces_sent_total",
+            "counter",
+            "Multicast discovery announces sent.",
+            c.announces_sent,
+        ),
+        (
+            "flockmq_cluster_discovery_datagrams_received_total",
+            "counter",
+            "Authenticated discovery datagrams received from other nodes.",
+            c.datagrams_received,
+        ),
+        (
+            "flockmq_cluster_discovery_datagrams_dropped_total",
+            "counter",
+            "Discovery datagrams dropped (malformed, other cluster or cookie, bad HMAC).",
+            c.datagrams_dropped,
+        ),
     ] {
         single(&mut out, name, kind, help, value);
     }
@@ -196,6 +214,9 @@ mod tests {
                 forwards_received: 6,
                 forward_drops: 7,
                 links_rejected: 8,
+                announces_sent: 9,
+                datagrams_received: 10,
+                datagrams_dropped: 11,
             },
         }
     }
@@ -228,6 +249,9 @@ mod tests {
             "flockmq_cluster_forwards_received_total 6",
             "flockmq_cluster_forward_drops_total 7",
             "flockmq_cluster_links_rejected_total 8",
+            "flockmq_cluster_announces_sent_total 9",
+            "flockmq_cluster_discovery_datagrams_received_total 10",
+            "flockmq_cluster_discovery_datagrams_dropped_total 11",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -254,7 +278,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "bad value in {line:?}");
             }
         }
-        assert_eq!(declared.len(), 20);
+        assert_eq!(declared.len(), 23);
         assert!(text.ends_with('\n'));
     }
 }

@@ -24,10 +24,18 @@
 //!   on link up yet.
 //! - Shared subscriptions `$share/g/f` announce the route `f`; groups stay per node, so a group
 //!   with members on two nodes receives one copy per node.
+//! - Multicast discovery (`discovery::` for the datagrams): a node announces itself to the
+//!   group at start and then forever, every 0.5 s doubling to every 5 s, each with ±25% jitter.
+//!   Hearing an authenticated announce from a node it has no link to, the lower node name dials
+//!   (at once, keeping its backoff count); the higher one answers a ping with a unicast pong so
+//!   the lower one learns of it without waiting for its next announce. A node that has left the
+//!   cluster neither announces nor answers until it joins again. What is heard is forgotten after
+//!   15 s of silence; members found this way are ordinary members afterwards.
 //! - Duplicate links (both sides dialled at once): a higher peer incarnation (a restart) replaces
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
 
+pub mod discovery;
 pub mod handshake;
 pub mod routes;
 pub mod wire;
@@ -44,6 +52,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{Config, Discovery, NodeName, SeedNode};
+use discovery::{DropLog, DropReason, Kind};
 use handshake::{Role, Transcript};
 use routes::RouteTable;
 use wire::{ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN, PROTOCOL_VERSION};
@@ -60,6 +69,14 @@ const HANDSHAKE_HEARTBEATS: u32 = 3;
 const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Room for a forwarded publish's framing on top of the largest MQTT packet.
 const FRAME_OVERHEAD: usize = 64 * 1024;
+/// Multicast announces start this often and double up to `ANNOUNCE_MAX`.
+const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
+const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
+/// A node heard by multicast and not heard again for this long is no longer dialled (unless it
+/// became a member).
+const DISCOVERED_TTL: Duration = Duration::from_secs(15);
+/// At most one log line per drop reason per this period.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Identifies one inter-node TCP connection for the lifetime of the node (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +98,10 @@ pub enum ClusterAction {
     },
     /// Hand a publish forwarded by another node to the local broker.
     Deliver(ForwardedPublish),
+    /// Send this discovery announce to the multicast group on every `cluster.mcast.ports`.
+    Announce(Bytes),
+    /// Send this discovery datagram (a pong) to `to`, from the announcing socket.
+    Datagram { to: SocketAddr, bytes: Bytes },
     /// The answer to a `join`.
     JoinDone {
         node: NodeName,
@@ -209,6 +230,12 @@ pub struct ClusterMetrics {
     pub forward_drops: u64,
     /// Links refused or closed for bad input (handshake failures, garbage, oversize frames).
     pub links_rejected: u64,
+    /// Multicast announces (pings) sent.
+    pub announces_sent: u64,
+    /// Authenticated discovery datagrams from other nodes of the cluster.
+    pub datagrams_received: u64,
+    /// Discovery datagrams dropped (malformed, other cluster, other cookie, bad HMAC...).
+    pub datagrams_dropped: u64,
 }
 
 /// What a peer said about itself in its Hello / Challenge.
@@ -269,6 +296,28 @@ struct Member {
     was_up: bool,
 }
 
+/// A node heard by multicast that we (the lower name) should dial.
+#[derive(Debug, Clone)]
+struct Heard {
+    port: u16,
+    at: Duration,
+}
+
+/// Multicast discovery state (`cluster.discovery = mcast`).
+#[derive(Debug)]
+struct Mcast {
+    /// Random per start: our own looped-back announces carry it.
+    instance: u64,
+    digest: [u8; discovery::DIGEST_LEN],
+    ping: Bytes,
+    pong: Bytes,
+    /// `None` while the node has left the cluster.
+    next_announce: Option<Duration>,
+    interval: Duration,
+    heard: BTreeMap<NodeName, Heard>,
+    drops: DropLog,
+}
+
 #[derive(Debug, Clone)]
 struct Dial {
     attempt: u32,
@@ -297,6 +346,7 @@ pub struct Cluster {
     /// Reused by every forward so the publish path does not allocate for the destination list.
     scratch: Vec<LinkId>,
     frame_buf: BytesMut,
+    mcast: Option<Mcast>,
 }
 
 impl Cluster {
@@ -319,7 +369,29 @@ impl Cluster {
             metrics: ClusterMetrics::default(),
             scratch: Vec::new(),
             frame_buf: BytesMut::new(),
+            mcast: None,
         };
+        if cluster.cfg.discovery == Discovery::Mcast {
+            let instance = cluster.rng.random();
+            let sender = discovery::Sender {
+                protocol: PROTOCOL_VERSION,
+                port: cluster.cfg.port,
+                instance,
+                node: cluster.cfg.node.as_str(),
+                cluster: &cluster.cfg.cluster_name,
+                cookie: &cluster.cfg.cookie,
+            };
+            cluster.mcast = Some(Mcast {
+                instance,
+                digest: discovery::cookie_digest(&cluster.cfg.cluster_name, &cluster.cfg.cookie),
+                ping: discovery::encode(Kind::Ping, &sender),
+                pong: discovery::encode(Kind::Pong, &sender),
+                next_announce: Some(now),
+                interval: ANNOUNCE_FIRST,
+                heard: BTreeMap::new(),
+                drops: DropLog::new(DROP_LOG_EVERY),
+            });
+        }
         cluster.refresh_dials(now);
         cluster
     }
@@ -802,6 +874,9 @@ impl Cluster {
             dial.attempt = 0;
             dial.in_flight = false;
         }
+        if let Some(m) = &mut self.mcast {
+            m.heard.remove(&peer);
+        }
         if self.join.as_ref().is_some_and(|(n, _)| *n == peer) {
             self.join = None;
             self.actions.push_back(ClusterAction::JoinDone {
@@ -955,6 +1030,11 @@ impl Cluster {
         if self.left || self.peers.contains_key(node) || *node == self.cfg.node {
             return None;
         }
+        // Heard by multicast just now: it is up, whatever an old tombstone says (a tombstoned
+        // node that is still running refutes it once linked, as with static seeds).
+        if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard.get(node)) {
+            return Some(heard.port);
+        }
         let member = self.members.get(node);
         if member.is_some_and(|m| m.left) {
             return None;
@@ -977,6 +1057,9 @@ impl Cluster {
         }
         if self.cfg.discovery == Discovery::Static {
             wanted.extend(self.cfg.seeds.iter().map(|s| s.node.clone()));
+        }
+        if let Some(m) = &self.mcast {
+            wanted.extend(m.heard.keys().cloned());
         }
         wanted.extend(self.members.keys().cloned());
         wanted.retain(|n| self.dial_target(n).is_some());
@@ -1016,7 +1099,8 @@ impl Cluster {
                 .filter(|m| !m.left)
                 .filter_map(move |m| m.down_since.map(|at| at + after))
         });
-        links.chain(dials).chain(cleans).min()
+        let announce = self.mcast.as_ref().and_then(|m| m.next_announce);
+        links.chain(dials).chain(cleans).chain(announce).min()
     }
 
     /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
@@ -1086,6 +1170,7 @@ impl Cluster {
                 self.refresh_dials(now);
             }
         }
+        self.announce_due(now);
         let due: Vec<NodeName> = self
             .dials
             .iter()
@@ -1104,6 +1189,128 @@ impl Cluster {
                 node,
                 port,
             });
+        }
+    }
+
+    // ---- multicast discovery -----------------------------------------------------------
+
+    /// Sends the next announce when it is due and forgets nodes not heard for a while.
+    fn announce_due(&mut self, now: Duration) {
+        let Some(m) = &mut self.mcast else {
+            return;
+        };
+        if m.next_announce.is_none_or(|at| at > now) {
+            return;
+        }
+        self.actions
+            .push_back(ClusterAction::Announce(m.ping.clone()));
+        self.metrics.announces_sent += 1;
+        let permille = self.rng.random_range(750..1250u32);
+        m.next_announce = Some(now + m.interval * permille / 1000);
+        m.interval = (m.interval * 2).min(ANNOUNCE_MAX);
+        let dials = &self.dials;
+        let before = m.heard.len();
+        m.heard.retain(|node, h| {
+            h.at + DISCOVERED_TTL > now || dials.get(node).is_some_and(|d| d.in_flight)
+        });
+        if m.heard.len() != before {
+            self.refresh_dials(now);
+        }
+    }
+
+    /// A datagram arrived on a discovery socket from `from`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
+        let Some(m) = &self.mcast else {
+            return;
+        };
+        let announce = match discovery::decode(bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                return self.drop_datagram(DropReason::Malformed, from, &e.to_string(), now);
+            }
+        };
+        if announce.cluster != self.cfg.cluster_name {
+            let why = format!("announce for cluster '{}'", announce.cluster);
+            return self.drop_datagram(DropReason::OtherCluster, from, &why, now);
+        }
+        if announce.protocol != PROTOCOL_VERSION {
+            let why = format!(
+                "{} speaks link protocol {} (we speak {PROTOCOL_VERSION})",
+                announce.node, announce.protocol
+            );
+            return self.drop_datagram(DropReason::Protocol, from, &why, now);
+        }
+        if announce.digest != m.digest {
+            let why = format!(
+                "{} announces itself with another node.cookie; it will not be dialled",
+                announce.node
+            );
+            return self.drop_datagram(DropReason::Cookie, from, &why, now);
+        }
+        if !announce.verify(&self.cfg.cookie) {
+            let why = format!("announce claiming to be {} fails the HMAC", announce.node);
+            return self.drop_datagram(DropReason::Forged, from, &why, now);
+        }
+        if announce.node == self.cfg.node.as_str() {
+            if announce.instance == m.instance {
+                return; // our own announce, looped back
+            }
+            let why = format!("another node announces our node name {}", self.cfg.node);
+            return self.drop_datagram(DropReason::DuplicateName, from, &why, now);
+        }
+        let node = match announce.node.parse::<NodeName>() {
+            Ok(node) => node,
+            Err(e) => {
+                let why = format!("bad node name '{}': {e}", announce.node);
+                return self.drop_datagram(DropReason::BadName, from, &why, now);
+            }
+        };
+        self.metrics.datagrams_received += 1;
+        let (kind, port) = (announce.kind, announce.port);
+        self.heard(node, port, kind, from, now);
+    }
+
+    /// An authenticated announce from `node`: the lower name dials, the higher answers pings.
+    fn heard(&mut self, node: NodeName, port: u16, kind: Kind, from: SocketAddr, now: Duration) {
+        if self.left || self.peers.contains_key(&node) {
+            return;
+        }
+        let Some(m) = &mut self.mcast else {
+            return;
+        };
+        if self.cfg.node < node {
+            let heard = Heard { port, at: now };
+            if m.heard.insert(node.clone(), heard).is_none() {
+                tracing::info!(peer = %node, %from, "heard by multicast; dialling it");
+            }
+            // It is up right now: dial at once, but keep counting failed attempts.
+            if let Some(dial) = self.dials.get_mut(&node)
+                && !dial.in_flight
+            {
+                dial.next_at = dial.next_at.min(now);
+            }
+            self.refresh_dials(now);
+        } else if kind == Kind::Ping {
+            tracing::debug!(peer = %node, %from, "heard by multicast; answering so it dials us");
+            self.actions.push_back(ClusterAction::Datagram {
+                to: from,
+                bytes: m.pong.clone(),
+            });
+        }
+    }
+
+    fn drop_datagram(&mut self, reason: DropReason, from: SocketAddr, why: &str, now: Duration) {
+        self.metrics.datagrams_dropped += 1;
+        let Some(m) = &mut self.mcast else {
+            return;
+        };
+        if let Some(suppressed) = m.drops.admit(reason, now) {
+            tracing::warn!(
+                %from,
+                %reason,
+                suppressed,
+                "dropping a discovery datagram: {why}"
+            );
         }
     }
 
@@ -1178,6 +1385,10 @@ impl Cluster {
             // Our "left" tombstone at the others must lose to the new membership.
             self.left = false;
             self.incarnation = self.incarnation.saturating_add(1);
+            if let Some(m) = &mut self.mcast {
+                m.next_announce = Some(now);
+                m.interval = ANNOUNCE_FIRST;
+            }
         }
         if self.peers.contains_key(&node) {
             self.actions.push_back(done(Ok(())));
@@ -1224,6 +1435,10 @@ impl Cluster {
         self.members.clear();
         self.dials.clear();
         self.join = None;
+        if let Some(m) = &mut self.mcast {
+            m.heard.clear();
+            m.next_announce = None;
+        }
         tracing::info!("left the cluster");
         Ok(())
     }

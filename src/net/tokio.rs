@@ -88,6 +88,16 @@ impl Net for TokioNet {
     }
 
     fn join_multicast(&self, socket: &UdpSocket, options: MulticastOptions) -> io::Result<()> {
+        // Linux otherwise hands a socket bound to 0.0.0.0:PORT the datagrams of every group any
+        // socket on the machine joined on PORT (another cluster's group, for instance).
+        #[cfg(target_os = "linux")]
+        {
+            let sock = socket2::SockRef::from(socket);
+            match options.group {
+                IpAddr::V4(_) => sock.set_multicast_all_v4(false)?,
+                IpAddr::V6(_) => sock.set_multicast_all_v6(false)?,
+            }
+        }
         match (options.group, options.iface) {
             (IpAddr::V4(group), MulticastIface::V4(iface)) => {
                 socket.join_multicast_v4(group, iface)

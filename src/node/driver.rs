@@ -24,6 +24,7 @@ use bytes::Bytes;
 
 use super::conn::{ConnShared, Outbox};
 use super::core::{Core, Wire};
+use super::discover::DatagramOut;
 use super::link::LinkCtx;
 use super::{CommandError, NodeMetrics};
 use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss, RouteChange};
@@ -67,6 +68,8 @@ pub(crate) enum Event {
     LinkFrames { link: LinkId, frames: Vec<Bytes> },
     /// A link's reader saw EOF, an I/O error or bad framing.
     LinkLost { link: LinkId, why: LinkLoss },
+    /// A datagram arrived on a multicast discovery socket.
+    Datagram { from: SocketAddr, bytes: Bytes },
     /// A dial never produced a connection.
     DialFailed { node: NodeName, reason: String },
     /// `cluster status`.
@@ -107,6 +110,8 @@ pub(crate) struct ClusterSide<N: Net> {
     joins: Vec<(NodeName, oneshot::Sender<Result<(), CommandError>>)>,
     /// Frames that could not be handed to a link (it was already gone).
     dropped_frames: u64,
+    /// Multicast discovery's sending side (`cluster.discovery = mcast`).
+    pub(crate) datagrams: Option<DatagramOut>,
 }
 
 impl<N: Net> ClusterSide<N> {
@@ -117,6 +122,7 @@ impl<N: Net> ClusterSide<N> {
             links: BTreeMap::new(),
             joins: Vec::new(),
             dropped_frames: 0,
+            datagrams: None,
         }
     }
 }
@@ -339,6 +345,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 cluster.links.remove(&link);
             }
             Event::DialFailed { node, reason } => cluster.core.dial_failed(&node, &reason, now),
+            Event::Datagram { from, bytes } => cluster.core.handle_datagram(from, &bytes, now),
             Event::ClusterStatus(reply) => {
                 let _ = reply.send(cluster.core.status());
             }
@@ -410,6 +417,16 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     tokio::spawn(dial.instrument(span));
                 }
                 ClusterAction::Deliver(publish) => self.core.deliver_forwarded(publish, now),
+                ClusterAction::Announce(bytes) => {
+                    if let Some(out) = &cluster.datagrams {
+                        out.announce(&bytes);
+                    }
+                }
+                ClusterAction::Datagram { to, bytes } => {
+                    if let Some(out) = &cluster.datagrams {
+                        out.send(to, bytes);
+                    }
+                }
                 ClusterAction::JoinDone { node, result } => {
                     let (done, waiting) = std::mem::take(&mut cluster.joins)
                         .into_iter()

@@ -9,6 +9,7 @@
 
 mod conn;
 mod core;
+mod discover;
 mod driver;
 mod link;
 #[cfg(test)]
@@ -63,6 +64,12 @@ pub enum NodeError {
     #[error("cannot listen for cluster links on {addr}: {source}")]
     BindCluster {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Multicast discovery could not open its sockets.
+    #[error("multicast discovery: {what}: {source}")]
+    Discovery {
+        what: String,
         source: std::io::Error,
     },
     /// The node has shut down (or its broker task died).
@@ -338,7 +345,19 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
                 .instrument(node_span.clone()),
         );
         core.enable_cluster();
-        (Some(ClusterSide::new(cluster, ctx)), Some(bound))
+        let mut side = ClusterSide::new(cluster, ctx);
+        if config.cluster.discovery == crate::config::Discovery::Mcast {
+            let (out, _port) = discover::start(
+                &net,
+                &config.cluster.mcast,
+                events_tx.clone(),
+                stop_rx.clone(),
+                &node_span,
+            )
+            .await?;
+            side.datagrams = Some(out);
+        }
+        (Some(side), Some(bound))
     } else {
         (None, None)
     };
