@@ -570,7 +570,9 @@ fn subscribed_at(incs: &[Incarnation], t: Duration) -> Option<&Incarnation> {
 ///   (messages still queued or in flight in that node's memory);
 /// - cluster mode only: the message was sent while (or within `expect.route_settle` of) a fault
 ///   that cut the publisher's node from the subscriber's node (partition, one-way partition,
-///   hold, crash), since routes between them may be purged and re-synced.
+///   hold, crash), since routes between them may be purged and re-synced. "Sent" spans the first
+///   send to the ack: a publisher cut from its own node resends after reconnecting, so its node
+///   may only take the message then.
 ///
 /// Shared subscriptions: the same rules per group (one workload = one group): required when some
 /// member was subscribed at the send, excused when any member subscribed at the send lost its
@@ -601,13 +603,15 @@ fn at_least_once(
             .iter()
             .any(|(tc, n)| *n == node && *tc >= after && delivered.is_none_or(|d| d > *tc))
     };
-    let disturbed = |a: u32, b: u32, t: Duration| {
+    // The node took the message somewhere between the first send and the ack (a publisher cut
+    // from its node resends after reconnecting): the whole span counts.
+    let disturbed = |a: u32, b: u32, sent: Duration, acked: Duration| {
         scenario.clustered
             && a != b
             && windows.iter().any(|w| {
                 let settle = scenario.expect.route_settle;
-                w.from.saturating_sub(settle) <= t
-                    && t <= w.until + settle
+                w.from.saturating_sub(settle) <= acked
+                    && sent <= w.until + settle
                     && (if w.pairs.is_empty() {
                         w.nodes.contains(&a) || w.nodes.contains(&b)
                     } else {
@@ -675,7 +679,7 @@ fn at_least_once(
                         .any(|(_, inc)| crashed_before(inc.node, p.t, delivered))
                     || group
                         .iter()
-                        .any(|(_, inc)| disturbed(p.node, inc.node, p.t));
+                        .any(|(_, inc)| disturbed(p.node, inc.node, p.t, p.acked.unwrap_or(p.t)));
                 if excused {
                     stats.excused += 1;
                     continue;
