@@ -199,11 +199,8 @@ impl Drop for Node {
 }
 
 fn running(nodes: &[usize]) -> String {
-    let names: Vec<String> = nodes
-        .iter()
-        .map(|&i| format!("'{}'", node_name(i)))
-        .collect();
-    format!("Cluster status: [{{running_nodes,[{}]}}]", names.join(","))
+    let names: Vec<String> = nodes.iter().map(|&i| node_name(i)).collect();
+    common::running_status(&names)
 }
 
 async fn publish(addr: SocketAddr, id: &str, topic: &str, payload: &str) {

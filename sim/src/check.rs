@@ -258,6 +258,12 @@ struct Delivery {
     qos: u8,
 }
 
+/// The longest cut between two nodes after which every QoS >= 1 forward must still arrive: the
+/// cluster keeps them for 30 s from the moment the link is declared dead (3 heartbeats), and
+/// reconnecting after the heal takes up to the capped dial backoff (5 heartbeats), so 20 s leaves
+/// margin for the 1 s heartbeat most scenarios use.
+const BUFFERED_CUT: Duration = Duration::from_secs(20);
+
 /// Windows in which a node pair could not talk (cluster mode excuses).
 struct Disturbance {
     from: Duration,
@@ -568,11 +574,15 @@ fn subscribed_at(incs: &[Incarnation], t: Duration) -> Option<&Incarnation> {
 ///   CONNACK (node crashed and restarted without it, or it expired);
 /// - the node the message was sent to crashed after the send and before the subscriber got it
 ///   (messages still queued or in flight in that node's memory);
-/// - cluster mode only: the message was sent while (or within `expect.route_settle` of) a fault
-///   that cut the publisher's node from the subscriber's node (partition, one-way partition,
-///   hold, crash), since routes between them may be purged and re-synced. "Sent" spans the first
-///   send to the ack: a publisher cut from its own node resends after reconnecting, so its node
-///   may only take the message then.
+/// - cluster mode only: the message was sent while (or within `expect.route_settle` of) a crash of
+///   either node or a time one of them was outside the cluster (before its join, after its
+///   leave, before the pair first formed for `[node_start]` nodes or `excuse_until_formed`); or
+///   of a cut between them (partition, one-way partition, hold) that lasted at least
+///   [`BUFFERED_CUT`], or that began within `route_settle` of the subscription or of the
+///   publisher's node's restart or join (the route may not have reached that node). Shorter cuts
+///   excuse nothing: nodes buffer QoS >= 1 forwards for an unreachable node and resend them after
+///   reconnecting. "Sent" spans the first send to the ack: a publisher cut from its own node
+///   resends after reconnecting, so its node may only take the message then.
 ///
 /// Shared subscriptions: the same rules per group (one workload = one group): required when some
 /// member was subscribed at the send, excused when any member subscribed at the send lost its
@@ -605,20 +615,32 @@ fn at_least_once(
     };
     // The node took the message somewhere between the first send and the ack (a publisher cut
     // from its node resends after reconnecting): the whole span counts.
-    let disturbed = |a: u32, b: u32, sent: Duration, acked: Duration| {
-        scenario.clustered
-            && a != b
-            && windows.iter().any(|w| {
-                let settle = scenario.expect.route_settle;
-                w.from.saturating_sub(settle) <= acked
-                    && sent <= w.until + settle
-                    && (if w.pairs.is_empty() {
-                        w.nodes.contains(&a) || w.nodes.contains(&b)
-                    } else {
-                        w.pairs.contains(&(a.min(b), a.max(b)))
-                    })
-            })
-    };
+    let disturbed =
+        |a: u32, b: u32, sent: Duration, acked: Duration, subscribed: Option<Duration>| {
+            scenario.clustered
+                && a != b
+                && windows.iter().any(|w| {
+                    let settle = scenario.expect.route_settle;
+                    let during = w.from.saturating_sub(settle) <= acked && sent <= w.until + settle;
+                    if !during {
+                        return false;
+                    }
+                    if w.pairs.is_empty() {
+                        return w.nodes.contains(&a) || w.nodes.contains(&b);
+                    }
+                    // The publisher's node learns the subscriber's route over a link; since the
+                    // subscription and since the publisher's node (re)started or joined, it needs one.
+                    let node_since = windows
+                        .iter()
+                        .filter(|o| o.pairs.is_empty() && o.nodes.contains(&a) && o.until <= acked)
+                        .map(|o| o.until)
+                        .max();
+                    let route_since = subscribed.max(node_since);
+                    w.pairs.contains(&(a.min(b), a.max(b)))
+                        && (w.until.saturating_sub(w.from) >= BUFFERED_CUT
+                            || route_since.is_none_or(|s| s + settle >= w.from))
+                })
+        };
     // Subscribers grouped by workload.
     let mut by_workload: BTreeMap<usize, Vec<ClientIdx>> = BTreeMap::new();
     for (i, c) in roster.iter().enumerate() {
@@ -677,9 +699,10 @@ fn at_least_once(
                     || group
                         .iter()
                         .any(|(_, inc)| crashed_before(inc.node, p.t, delivered))
-                    || group
-                        .iter()
-                        .any(|(_, inc)| disturbed(p.node, inc.node, p.t, p.acked.unwrap_or(p.t)));
+                    || group.iter().any(|(_, inc)| {
+                        let acked = p.acked.unwrap_or(p.t);
+                        disturbed(p.node, inc.node, p.t, acked, inc.subscribed_at)
+                    });
                 if excused {
                     stats.excused += 1;
                     continue;

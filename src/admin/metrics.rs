@@ -159,6 +159,12 @@ pub fn render_prometheus(m: &NodeMetrics) -> String {
             c.links_rejected,
         ),
         (
+            "flockmq_cluster_forwards_unacked",
+            "gauge",
+            "QoS >= 1 forwards kept until their node acknowledges them (also while its link is down).",
+            c.forwards_unacked,
+        ),
+        (
             "flockmq_cluster_announces_sent_total",
             "counter",
             "Multicast discovery announces sent.",
@@ -214,6 +220,7 @@ mod tests {
                 forwards_received: 6,
                 forward_drops: 7,
                 links_rejected: 8,
+                forwards_unacked: 12,
                 announces_sent: 9,
                 datagrams_received: 10,
                 datagrams_dropped: 11,
@@ -249,6 +256,7 @@ mod tests {
             "flockmq_cluster_forwards_received_total 6",
             "flockmq_cluster_forward_drops_total 7",
             "flockmq_cluster_links_rejected_total 8",
+            "flockmq_cluster_forwards_unacked 12",
             "flockmq_cluster_announces_sent_total 9",
             "flockmq_cluster_discovery_datagrams_received_total 10",
             "flockmq_cluster_discovery_datagrams_dropped_total 11",
@@ -278,7 +286,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "bad value in {line:?}");
             }
         }
-        assert_eq!(declared.len(), 23);
+        assert_eq!(declared.len(), 24);
         assert!(text.ends_with('\n'));
     }
 }

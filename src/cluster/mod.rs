@@ -31,6 +31,16 @@
 //!   the lower one learns of it without waiting for its next announce. A node that has left the
 //!   cluster neither announces nor answers until it joins again. What is heard is forgotten after
 //!   15 s of silence; members found this way are ordinary members afterwards.
+//! - QoS >= 1 forwards are numbered per destination node (`ForwardSeq`), acknowledged
+//!   cumulatively (`Ack`, every 64 forwards and on every heartbeat) and kept by the sender until
+//!   acknowledged. When a link dies, the peer's routes are kept (hidden from `routes list`) for
+//!   `FORWARD_BUFFER_WINDOW` and QoS >= 1 forwards matching them are buffered (at most
+//!   `FORWARD_BUFFER_MSGS` / `FORWARD_BUFFER_BYTES` per node); after the next handshake each side
+//!   says what it has received (`Resume`) and the other resends the rest, in order, before
+//!   anything new. The receiver delivers each number at most once. A peer that comes back with
+//!   a new incarnation (restarted: its sessions are gone) gets a fresh numbering and the buffer is
+//!   dropped; so is a buffer older than the window, together with the peer's routes. Dropped
+//!   forwards are counted in `forward_drops`. QoS 0 forwards are never buffered.
 //! - Duplicate links (both sides dialled at once): a higher peer incarnation (a restart) replaces
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
@@ -75,6 +85,15 @@ const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
 /// A node heard by multicast and not heard again for this long is no longer dialled (unless it
 /// became a member).
 const DISCOVERED_TTL: Duration = Duration::from_secs(15);
+/// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
+const FORWARD_BUFFER_WINDOW: Duration = Duration::from_secs(30);
+/// Per-node bounds of the forward buffer (unacknowledged + buffered while down).
+const FORWARD_BUFFER_MSGS: usize = 10_000;
+const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// The receiver acknowledges at least every this many numbered forwards.
+const ACK_EVERY: u64 = 64;
+/// The reject reason of the losing link when both nodes dialled each other.
+const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -230,6 +249,9 @@ pub struct ClusterMetrics {
     pub forward_drops: u64,
     /// Links refused or closed for bad input (handshake failures, garbage, oversize frames).
     pub links_rejected: u64,
+    /// QoS >= 1 forwards kept until their node acknowledges them (in flight or buffered while
+    /// its link is down).
+    pub forwards_unacked: u64,
     /// Multicast announces (pings) sent.
     pub announces_sent: u64,
     /// Authenticated discovery datagrams from other nodes of the cluster.
@@ -318,6 +340,58 @@ struct Mcast {
     drops: DropLog,
 }
 
+/// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
+#[derive(Debug, Default)]
+struct OutStream {
+    /// The peer incarnation the numbers are for.
+    incarnation: u64,
+    /// The last number used.
+    last_seq: u64,
+    /// Sent or buffered, not yet acknowledged, in order: (number, whole frame).
+    unacked: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    /// Until the peer's `Resume` after a link up, or while the link is down: buffer, do not send.
+    paused: bool,
+    /// When the link went down; the buffer window runs from here.
+    down_since: Option<Duration>,
+}
+
+impl OutStream {
+    fn full(&self, frame_len: usize) -> bool {
+        self.unacked.len() >= FORWARD_BUFFER_MSGS
+            || self.bytes.saturating_add(frame_len) > FORWARD_BUFFER_BYTES
+    }
+
+    fn acked(&mut self, upto: u64) {
+        while let Some((seq, frame)) = self.unacked.front() {
+            if *seq > upto {
+                break;
+            }
+            self.bytes = self.bytes.saturating_sub(frame.len());
+            self.unacked.pop_front();
+        }
+    }
+
+    /// Forgets the buffer; returns how many forwards were in it.
+    fn drop_all(&mut self) -> u64 {
+        let n = self.unacked.len() as u64;
+        self.unacked.clear();
+        self.bytes = 0;
+        n
+    }
+}
+
+/// What we received of one node's numbered forwards.
+#[derive(Debug, Default)]
+struct InStream {
+    /// The sender incarnation the numbers are from.
+    incarnation: u64,
+    /// The highest number delivered.
+    received: u64,
+    /// The highest number acknowledged to the sender.
+    acked: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Dial {
     attempt: u32,
@@ -347,6 +421,8 @@ pub struct Cluster {
     scratch: Vec<LinkId>,
     frame_buf: BytesMut,
     mcast: Option<Mcast>,
+    outs: BTreeMap<NodeName, OutStream>,
+    ins: BTreeMap<NodeName, InStream>,
 }
 
 impl Cluster {
@@ -370,6 +446,8 @@ impl Cluster {
             scratch: Vec::new(),
             frame_buf: BytesMut::new(),
             mcast: None,
+            outs: BTreeMap::new(),
+            ins: BTreeMap::new(),
         };
         if cluster.cfg.discovery == Discovery::Mcast {
             let instance = cluster.rng.random();
@@ -545,8 +623,13 @@ impl Cluster {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
-        self.metrics.links_rejected += 1;
-        tracing::warn!(peer = %describe(&l), reason = log, "refusing link");
+        if reason == DUPLICATE_LINK {
+            // Both sides dialled at once: expected while a cluster forms, not an error.
+            tracing::info!(peer = %describe(&l), reason = log, "closing a duplicate link");
+        } else {
+            self.metrics.links_rejected += 1;
+            tracing::warn!(peer = %describe(&l), reason = log, "refusing link");
+        }
         self.send(
             link,
             &LinkMessage::Reject {
@@ -581,11 +664,20 @@ impl Cluster {
 
     fn peer_down(&mut self, peer: &NodeName, now: Duration) {
         self.peers.remove(peer);
-        let purged = self.routes.purge(peer);
+        let member = self.members.get(peer).is_some_and(|m| !m.left);
         if let Some(m) = self.members.get_mut(peer) {
             m.down_since = Some(now);
         }
-        tracing::info!(peer = %peer, purged_routes = purged, "node is down");
+        if member && !self.left {
+            // Keep its routes for the buffer window: QoS >= 1 forwards wait for its return.
+            let out = self.outs.entry(peer.clone()).or_default();
+            out.paused = true;
+            out.down_since = Some(now);
+            tracing::info!(peer = %peer, buffered = out.unacked.len(), "node is down; buffering its QoS >= 1 forwards");
+        } else {
+            let purged = self.forget_streams(peer);
+            tracing::info!(peer = %peer, purged_routes = purged, "node is down");
+        }
         let first = self.backoff(0);
         if let Some(dial) = self.dials.get_mut(peer) {
             dial.attempt = 0;
@@ -593,6 +685,20 @@ impl Cluster {
             dial.next_at = now + first;
         }
         self.refresh_dials(now);
+    }
+
+    /// Drops a node's routes and forward buffer (it left, was removed, or stayed away too long);
+    /// returns how many routes went.
+    fn forget_streams(&mut self, peer: &NodeName) -> usize {
+        if let Some(mut out) = self.outs.remove(peer) {
+            let dropped = out.drop_all();
+            self.metrics.forward_drops += dropped;
+            if dropped > 0 {
+                tracing::warn!(peer = %peer, dropped, "dropping buffered QoS >= 1 forwards");
+            }
+        }
+        self.ins.remove(peer);
+        self.routes.purge(peer)
     }
 
     /// One frame payload (length prefix removed) arrived on `link`.
@@ -763,7 +869,11 @@ impl Cluster {
             }
             (_, LinkMessage::Reject { reason }) => {
                 let who = describe(l);
-                tracing::warn!(peer = %who, reason, "peer refused the link");
+                if reason == DUPLICATE_LINK {
+                    tracing::info!(peer = %who, "peer keeps another link to us; closing this one");
+                } else {
+                    tracing::warn!(peer = %who, reason, "peer refused the link");
+                }
                 if let Some(l) = self.links.remove(&link) {
                     self.actions.push_back(ClusterAction::Close { link });
                     if let Some(node) = &l.dialed {
@@ -817,7 +927,7 @@ impl Cluster {
                     let lower = self.cfg.node.clone().min(peer.clone());
                     format!("duplicate link to {peer}; keeping the one dialled by {lower}")
                 };
-                return self.reject(link, "duplicate link", &log, now);
+                return self.reject(link, DUPLICATE_LINK, &log, now);
             }
             tracing::info!(peer = %peer, "replacing the link to a node with a newer one");
             // The old link goes without a peer-down: the resync on the new one replaces routes.
@@ -893,7 +1003,81 @@ impl Cluster {
         }
         let sync = LinkMessage::RoutesSync(self.local_routes.iter().cloned().collect());
         self.send(link, &sync);
+        self.streams_up(link, &peer, incarnation);
         self.refresh_dials(now);
+    }
+
+    /// A link to `peer` (at `incarnation`) is up: pause our numbered forwards until its
+    /// `Resume`, and tell it what we got from it.
+    fn streams_up(&mut self, link: LinkId, peer: &NodeName, incarnation: u64) {
+        let out = self.outs.entry(peer.clone()).or_default();
+        if out.incarnation != incarnation {
+            // A restarted node: the sessions the buffer was for are gone; number afresh.
+            let dropped = out.drop_all();
+            out.incarnation = incarnation;
+            out.last_seq = 0;
+            self.metrics.forward_drops += dropped;
+            if dropped > 0 {
+                tracing::info!(peer = %peer, dropped, "node restarted; dropping its buffered forwards");
+            }
+        }
+        out.paused = true;
+        out.down_since = None;
+        let inbound = self.ins.entry(peer.clone()).or_default();
+        if inbound.incarnation != incarnation {
+            *inbound = InStream {
+                incarnation,
+                ..InStream::default()
+            };
+        }
+        inbound.acked = inbound.received;
+        let received = inbound.received;
+        self.send(link, &LinkMessage::Resume { received });
+    }
+
+    /// `peer` told us what it has: drop that, send the rest in order, then resume sending.
+    fn resume(&mut self, link: LinkId, peer: &NodeName, received: u64) {
+        let Some(out) = self.outs.get_mut(peer) else {
+            return;
+        };
+        out.acked(received);
+        out.paused = false;
+        if !out.unacked.is_empty() {
+            tracing::info!(peer = %peer, resent = out.unacked.len(), "resending unacknowledged forwards");
+        }
+        for (_, frame) in &out.unacked {
+            self.actions.push_back(ClusterAction::Send {
+                link,
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// A numbered forward from `peer`: deliver it unless we already did.
+    fn numbered_forward(
+        &mut self,
+        link: LinkId,
+        peer: &NodeName,
+        seq: u64,
+        publish: ForwardedPublish,
+    ) {
+        let Some(inbound) = self.ins.get_mut(peer) else {
+            return;
+        };
+        if seq <= inbound.received {
+            tracing::debug!(peer = %peer, seq, "duplicate forward ignored");
+            return;
+        }
+        inbound.received = seq;
+        let ack = (inbound.received - inbound.acked >= ACK_EVERY).then(|| {
+            inbound.acked = inbound.received;
+            inbound.received
+        });
+        self.metrics.forwards_received += 1;
+        self.actions.push_back(ClusterAction::Deliver(publish));
+        if let Some(upto) = ack {
+            self.send(link, &LinkMessage::Ack(upto));
+        }
     }
 
     fn handle_peer_message(
@@ -920,8 +1104,21 @@ impl Cluster {
                 self.metrics.forwards_received += 1;
                 self.actions.push_back(ClusterAction::Deliver(publish));
             }
+            LinkMessage::ForwardSeq { seq, publish } => {
+                self.numbered_forward(link, &peer, seq, publish);
+            }
+            LinkMessage::Ack(upto) => {
+                if let Some(out) = self.outs.get_mut(&peer) {
+                    out.acked(upto);
+                }
+            }
+            LinkMessage::Resume { received } => self.resume(link, &peer, received),
             LinkMessage::Reject { reason } => {
-                tracing::warn!(peer = %peer, reason, "peer closed the link");
+                if reason == DUPLICATE_LINK {
+                    tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
+                } else {
+                    tracing::warn!(peer = %peer, reason, "peer closed the link");
+                }
                 self.close(link, now);
             }
             other @ (LinkMessage::Hello { .. }
@@ -1100,7 +1297,16 @@ impl Cluster {
                 .filter_map(move |m| m.down_since.map(|at| at + after))
         });
         let announce = self.mcast.as_ref().and_then(|m| m.next_announce);
-        links.chain(dials).chain(cleans).chain(announce).min()
+        let buffers = self
+            .outs
+            .values()
+            .filter_map(|o| o.down_since.map(|at| at + FORWARD_BUFFER_WINDOW));
+        links
+            .chain(dials)
+            .chain(cleans)
+            .chain(announce)
+            .chain(buffers)
+            .min()
     }
 
     /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
@@ -1136,7 +1342,29 @@ impl Cluster {
                     link,
                     frame: frame.clone(),
                 });
+                // Acknowledge what arrived since the last ack, however few.
+                let peer = self.links.get(&link).and_then(Link::up_peer);
+                let inbound = peer.and_then(|p| self.ins.get_mut(p));
+                if let Some(inbound) = inbound.filter(|i| i.received > i.acked) {
+                    inbound.acked = inbound.received;
+                    let ack = wire::encode(&LinkMessage::Ack(inbound.received));
+                    self.actions
+                        .push_back(ClusterAction::Send { link, frame: ack });
+                }
             }
+        }
+        let expired: Vec<NodeName> = self
+            .outs
+            .iter()
+            .filter(|(_, o)| {
+                o.down_since
+                    .is_some_and(|at| at + FORWARD_BUFFER_WINDOW <= now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in expired {
+            let routes = self.forget_streams(&node);
+            tracing::warn!(peer = %node, purged_routes = routes, "node down for {FORWARD_BUFFER_WINDOW:?}; purging its routes");
         }
         for (link, peer) in dead {
             tracing::warn!(peer = %peer, "link silent for {DEAD_AFTER_HEARTBEATS} heartbeats; declaring it dead");
@@ -1333,27 +1561,47 @@ impl Cluster {
     /// A publish from a local client (or a will): one copy to every other node with a matching
     /// route (every linked node when it is retained). Returns the number of nodes it went to.
     pub fn forward(&mut self, publish: &ForwardRef<'_>) -> usize {
-        if self.peers.is_empty() {
+        if self.peers.is_empty() && self.routes.is_empty() {
             return 0;
         }
+        let reliable = publish.qos > 0;
         let mut dest = std::mem::take(&mut self.scratch);
         dest.clear();
+        let mut buffered = 0;
         if publish.retain {
             dest.extend(self.peers.values().copied());
         } else {
             let peers = &self.peers;
+            let outs = &self.outs;
             let mut drops = 0;
+            let mut down: Option<Vec<NodeName>> = None;
             self.routes
                 .for_each_node(publish.topic, |node| match peers.get(node) {
                     Some(&link) => dest.push(link),
+                    None if reliable && outs.get(node).is_some_and(|o| o.down_since.is_some()) => {
+                        let down = down.get_or_insert_with(Vec::new);
+                        if !down.contains(node) {
+                            down.push(node.clone());
+                        }
+                    }
                     None => drops += 1,
                 });
             self.metrics.forward_drops += drops;
+            for node in down.into_iter().flatten() {
+                buffered += usize::from(self.numbered(&node, None, publish));
+            }
         }
         dest.sort_unstable();
         dest.dedup();
-        let sent = dest.len();
-        if sent > 0 {
+        let mut sent = 0;
+        if reliable {
+            for &link in &dest {
+                let Some(peer) = self.links.get(&link).and_then(Link::up_peer).cloned() else {
+                    continue;
+                };
+                sent += usize::from(self.numbered(&peer, Some(link), publish));
+            }
+        } else if !dest.is_empty() {
             let frame = wire::encode_forward(publish, &mut self.frame_buf);
             for &link in &dest {
                 self.actions.push_back(ClusterAction::Send {
@@ -1361,10 +1609,39 @@ impl Cluster {
                     frame: frame.clone(),
                 });
             }
-            self.metrics.forwards_sent += sent as u64;
+            sent = dest.len();
         }
+        self.metrics.forwards_sent += sent as u64;
         self.scratch = dest;
-        sent
+        sent + buffered
+    }
+
+    /// Numbers a QoS >= 1 forward for `peer`, keeps it until acknowledged, and sends it on
+    /// `link` unless the stream is paused (link down or awaiting `Resume`). False when the
+    /// buffer is full and the forward is dropped.
+    fn numbered(
+        &mut self,
+        peer: &NodeName,
+        link: Option<LinkId>,
+        publish: &ForwardRef<'_>,
+    ) -> bool {
+        let Some(out) = self.outs.get_mut(peer) else {
+            self.metrics.forward_drops += 1;
+            return false;
+        };
+        let seq = out.last_seq + 1;
+        let frame = wire::encode_forward_seq(publish, seq, &mut self.frame_buf);
+        if out.full(frame.len()) {
+            self.metrics.forward_drops += 1;
+            return false;
+        }
+        out.last_seq = seq;
+        out.bytes += frame.len();
+        out.unacked.push_back((seq, frame.clone()));
+        if let Some(link) = link.filter(|_| !out.paused) {
+            self.actions.push_back(ClusterAction::Send { link, frame });
+        }
+        true
     }
 
     // ---- admin -------------------------------------------------------------------------
@@ -1435,6 +1712,10 @@ impl Cluster {
         self.members.clear();
         self.dials.clear();
         self.join = None;
+        let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
+        for node in nodes {
+            self.forget_streams(&node);
+        }
         if let Some(m) = &mut self.mcast {
             m.heard.clear();
             m.next_announce = None;
@@ -1461,6 +1742,17 @@ impl Cluster {
         self.broadcast(&members);
         self.refresh_dials(now);
         Ok(())
+    }
+
+    /// Remote routes of linked nodes (those of nodes whose link is down are kept but hidden).
+    fn live_routes(&self) -> usize {
+        let hidden: usize = self
+            .outs
+            .iter()
+            .filter(|(node, _)| !self.peers.contains_key(*node))
+            .map(|(node, _)| self.routes.count_of(node))
+            .sum();
+        self.routes.len().saturating_sub(hidden)
     }
 
     /// Running and stopped members, sorted.
@@ -1493,8 +1785,11 @@ impl Cluster {
                 .or_default()
                 .insert(self.cfg.node.to_string());
         }
+        // Routes of a node whose link is down are kept for the forward buffer, not shown.
         for (filter, node) in self.routes.entries() {
-            table.entry(filter).or_default().insert(node.to_string());
+            if self.peers.contains_key(&node) {
+                table.entry(filter).or_default().insert(node.to_string());
+            }
         }
         table
             .into_iter()
@@ -1512,7 +1807,8 @@ impl Cluster {
             links_up: self.peers.len() as u64,
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
-            routes: (self.local_routes.len() + self.routes.len()) as u64,
+            routes: (self.local_routes.len() + self.live_routes()) as u64,
+            forwards_unacked: self.outs.values().map(|o| o.unacked.len() as u64).sum(),
             ..self.metrics.clone()
         }
     }
@@ -1543,5 +1839,8 @@ fn message_name(msg: &LinkMessage) -> &'static str {
         LinkMessage::RouteAdd(_) => "RouteAdd",
         LinkMessage::RouteRemove(_) => "RouteRemove",
         LinkMessage::Forward(_) => "Forward",
+        LinkMessage::ForwardSeq { .. } => "ForwardSeq",
+        LinkMessage::Ack(_) => "Ack",
+        LinkMessage::Resume { .. } => "Resume",
     }
 }

@@ -93,6 +93,11 @@ impl RouteTable {
         });
     }
 
+    /// Number of routes of one node.
+    pub fn count_of(&self, node: &NodeName) -> usize {
+        self.by_node.get(node).map_or(0, BTreeSet::len)
+    }
+
     /// Number of (filter, node) routes.
     pub fn len(&self) -> usize {
         self.trie.len()

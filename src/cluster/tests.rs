@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
 use super::*;
@@ -544,7 +544,7 @@ fn retained_publishes_go_to_every_linked_node() {
 }
 
 #[test]
-fn a_silent_link_is_dead_after_three_heartbeats_and_its_routes_are_purged() {
+fn a_silent_link_is_dead_after_three_heartbeats_and_its_routes_are_hidden_then_purged() {
     let mut h = Harness::static3();
     h.nodes[1].local_route_added("t/#");
     h.advance(Duration::from_secs(1));
@@ -554,8 +554,22 @@ fn a_silent_link_is_dead_after_three_heartbeats_and_its_routes_are_purged() {
     h.advance(HEARTBEAT * 2);
     assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n3@10.0.0.3"]);
     assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
-    assert!(h.nodes[0].routes().is_empty(), "n2's routes purged on n1");
+    assert!(
+        h.nodes[0].routes().is_empty(),
+        "n2's routes no longer listed on n1"
+    );
+    assert_eq!(h.nodes[0].metrics().routes, 0);
+    // QoS >= 1 is buffered for n2, QoS 0 is not.
+    assert_eq!(h.nodes[0].forward(&publish("t/1", false)), 1);
+    let qos0 = ForwardRef {
+        qos: 0,
+        ..publish("t/1", false)
+    };
+    assert_eq!(h.nodes[0].forward(&qos0), 0);
+    // After the buffer window the routes and the buffer go.
+    h.advance(FORWARD_BUFFER_WINDOW);
     assert_eq!(h.nodes[0].forward(&publish("t/1", false)), 0);
+    assert!(h.nodes[0].metrics().forward_drops >= 2);
     // n3 still sees n2 and its routes.
     assert_eq!(h.running(2), all3());
     assert_eq!(h.nodes[2].routes().len(), 1);
@@ -750,12 +764,16 @@ fn unknown_protocol_version_is_refused() {
 #[test]
 fn another_cluster_and_our_own_name_are_refused() {
     let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
-    c.handle_frame(link, &hello(1, "other", "n2@10.0.0.2")[4..], Duration::ZERO);
+    c.handle_frame(
+        link,
+        &hello(wire::PROTOCOL_VERSION, "other", "n2@10.0.0.2")[4..],
+        Duration::ZERO,
+    );
     assert!(rejected_with(&actions(&mut c), "cluster name mismatch"));
     let (mut c, link) = accepted(config("n1@10.0.0.1", Discovery::Manual, &[]));
     c.handle_frame(
         link,
-        &hello(1, "flockmq", "n1@10.0.0.1")[4..],
+        &hello(wire::PROTOCOL_VERSION, "flockmq", "n1@10.0.0.1")[4..],
         Duration::ZERO,
     );
     assert!(rejected_with(&actions(&mut c), "duplicate node name"));
@@ -1175,4 +1193,156 @@ fn a_wrong_cookie_node_on_the_group_never_joins_and_no_cookie_is_sent() {
                 .any(|w| w == cookie.as_bytes())
         );
     }
+}
+
+// ---- numbered QoS >= 1 forwards ----------------------------------------------------------
+
+fn payloads_at(h: &Harness, node: usize) -> Vec<Vec<u8>> {
+    h.delivered
+        .iter()
+        .filter(|(i, _)| *i == node)
+        .map(|(_, p)| p.payload.clone())
+        .collect()
+}
+
+fn numbered_publish(payload: &[u8]) -> ForwardRef<'_> {
+    ForwardRef {
+        payload,
+        ..publish("t/x", false)
+    }
+}
+
+fn expected(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+    range.map(|i| i.to_be_bytes().to_vec()).collect()
+}
+
+#[test]
+fn qos1_forwards_survive_a_partition_shorter_than_the_window_in_order_and_once() {
+    let mut h = Harness::static3();
+    h.nodes[2].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    for i in 0..10u32 {
+        h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+    }
+    h.settle();
+    // The link dies silently: these frames vanish on the wire, before anyone notices.
+    h.partition(0, 2);
+    for i in 10..20u32 {
+        h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+    }
+    h.advance(HEARTBEAT * 4);
+    assert_eq!(h.stopped(0), vec!["n3@10.0.0.3"]);
+    // Noticed as down: buffered.
+    for i in 20..30u32 {
+        assert_eq!(h.nodes[0].forward(&numbered_publish(&i.to_be_bytes())), 1);
+    }
+    assert!(h.nodes[0].metrics().forwards_unacked >= 20);
+    h.advance(Duration::from_secs(5));
+    assert_eq!(payloads_at(&h, 2), expected(0..10));
+    h.heal();
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.running(0), all3());
+    // New traffic after the heal comes after the resent backlog.
+    for i in 30..35u32 {
+        h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(payloads_at(&h, 2), expected(0..35));
+    assert_eq!(h.nodes[0].metrics().forwards_unacked, 0, "all acknowledged");
+    assert_eq!(h.nodes[0].metrics().forward_drops, 0);
+}
+
+#[test]
+fn a_resumed_link_does_not_resend_what_was_delivered() {
+    let mut h = Harness::static3();
+    h.nodes[2].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    // Delivered, but the partition comes before the heartbeat's ack.
+    for i in 0..5u32 {
+        h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+    }
+    h.settle();
+    h.partition(0, 2);
+    assert!(h.nodes[0].metrics().forwards_unacked > 0);
+    h.advance(Duration::from_secs(1));
+    h.heal();
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.running(2), all3());
+    assert_eq!(payloads_at(&h, 2), expected(0..5), "no duplicates");
+    assert_eq!(h.nodes[0].metrics().forwards_unacked, 0);
+}
+
+#[test]
+fn a_duplicate_numbered_forward_is_not_delivered_twice() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    let link = *h.nodes[2].peers.get(&name("n1@10.0.0.1")).unwrap();
+    let frame = wire::encode_forward_seq(&numbered_publish(b"x"), 1, &mut BytesMut::new());
+    for _ in 0..3 {
+        h.nodes[2].handle_frame(link, &frame[wire::LENGTH_PREFIX..], h.now);
+    }
+    let delivered = actions(&mut h.nodes[2])
+        .into_iter()
+        .filter(|a| matches!(a, ClusterAction::Deliver(_)))
+        .count();
+    assert_eq!(delivered, 1);
+}
+
+#[test]
+fn acknowledgements_keep_the_sender_buffer_small_on_a_live_link() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    for i in 0..1000u32 {
+        h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+        if i % 10 == 0 {
+            h.settle();
+        }
+    }
+    h.settle();
+    assert!(
+        h.nodes[0].metrics().forwards_unacked < ACK_EVERY,
+        "{:?}",
+        h.nodes[0].metrics()
+    );
+    h.advance(HEARTBEAT * 2);
+    assert_eq!(h.nodes[0].metrics().forwards_unacked, 0);
+    assert_eq!(payloads_at(&h, 1), expected(0..1000));
+}
+
+#[test]
+fn a_restarted_node_gets_fresh_numbering_and_not_the_old_buffer() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    h.crash(1);
+    h.advance(HEARTBEAT * 4);
+    assert_eq!(h.nodes[0].forward(&numbered_publish(b"old")), 1, "buffered");
+    h.restart(1);
+    h.nodes[1].local_route_added("t/#");
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.running(0), all3());
+    assert_eq!(h.nodes[0].forward(&numbered_publish(b"new")), 1);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(payloads_at(&h, 1), vec![b"new".to_vec()]);
+    assert_eq!(
+        h.nodes[0].metrics().forward_drops,
+        1,
+        "the old one was dropped"
+    );
+}
+
+#[test]
+fn the_forward_buffer_is_bounded() {
+    let mut h = Harness::static3();
+    h.nodes[1].local_route_added("t/#");
+    h.advance(Duration::from_secs(1));
+    h.partition(0, 1);
+    h.advance(HEARTBEAT * 4);
+    let mut kept = 0;
+    for i in 0..(FORWARD_BUFFER_MSGS as u32 + 10) {
+        kept += h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
+    }
+    assert_eq!(kept, FORWARD_BUFFER_MSGS);
+    assert_eq!(h.nodes[0].metrics().forward_drops, 10);
 }

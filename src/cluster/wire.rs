@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::codec::UserProperty;
 
-/// Version of the link protocol spoken after the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the link protocol spoken after the handshake (2: sequenced QoS >= 1 forwards with
+/// acknowledgements and resume).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes of the length prefix of every frame.
 pub const LENGTH_PREFIX: usize = 4;
@@ -28,6 +29,8 @@ pub const NONCE_LEN: usize = 32;
 /// The postcard variant index of [`LinkMessage::Forward`]; the borrowed encoder writes it by
 /// hand, a unit test pins it to the enum.
 const FORWARD_TAG: u8 = 9;
+/// The postcard variant index of [`LinkMessage::ForwardSeq`] (pinned by the same test).
+const FORWARD_SEQ_TAG: u8 = 10;
 
 /// One membership entry as gossiped between nodes: higher incarnation wins, and at equal
 /// incarnation `left` wins (a leave is never undone without a new incarnation).
@@ -143,8 +146,17 @@ pub enum LinkMessage {
     RouteAdd(String),
     /// The sender lost its last local subscriber for this filter.
     RouteRemove(String),
-    /// A publish for the receiver's local subscribers; never forwarded again.
+    /// A publish for the receiver's local subscribers; never forwarded again. QoS 0 only.
     Forward(ForwardedPublish),
+    /// A QoS >= 1 publish, numbered per (sender incarnation, receiver): the receiver delivers
+    /// each number once and acknowledges; the sender keeps it until acknowledged and sends it
+    /// again after a reconnect.
+    ForwardSeq { seq: u64, publish: ForwardedPublish },
+    /// The receiver has every `ForwardSeq` up to this number (cumulative).
+    Ack(u64),
+    /// First message after the handshake: the highest `ForwardSeq` number the sender got from
+    /// the receiver's current incarnation (0: none). The receiver resends what follows it.
+    Resume { received: u64 },
 }
 
 /// Why bytes from a peer could not be turned into messages.
@@ -214,6 +226,17 @@ pub fn encode_forward(publish: &ForwardRef<'_>, buf: &mut BytesMut) -> Bytes {
     buf.split().freeze()
 }
 
+/// Like [`encode_forward`], as a numbered `ForwardSeq` frame.
+pub fn encode_forward_seq(publish: &ForwardRef<'_>, seq: u64, buf: &mut BytesMut) -> Bytes {
+    buf.clear();
+    encode_into(buf, |mut buf| {
+        buf.put_u8(FORWARD_SEQ_TAG);
+        let buf = postcard::to_extend(&seq, buf)?;
+        postcard::to_extend(publish, buf)
+    });
+    buf.split().freeze()
+}
+
 /// Writes a placeholder length prefix, lets `body` append the payload, then patches the length.
 fn encode_into(buf: &mut BytesMut, body: impl FnOnce(BytesMut) -> postcard::Result<BytesMut>) {
     let start = buf.len();
@@ -266,6 +289,14 @@ mod tests {
             user_properties: UserProps(&props),
             content_type: Some("text/plain"),
         };
+        let frame = encode_forward_seq(&borrowed, 300, &mut BytesMut::new());
+        let seq = LinkMessage::ForwardSeq {
+            seq: 300,
+            publish: owned.clone(),
+        };
+        assert_eq!(frame, encode(&seq));
+        let payload = frame.slice(LENGTH_PREFIX..);
+        assert_eq!(decode(&payload).unwrap(), seq);
         let frame = encode_forward(&borrowed, &mut BytesMut::new());
         assert_eq!(frame, encode(&LinkMessage::Forward(owned.clone())));
         let mut buf = BytesMut::from(&frame[..]);

@@ -3,6 +3,8 @@
 //! bad-input tests.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -298,6 +300,13 @@ impl V5 {
     pub fn kill(self) {
         self.task.abort();
     }
+}
+
+/// The EMQX-style `ctl cluster status` text when exactly `names` run (in the order given, which
+/// must be the canonical-name order the node sorts by) and none are stopped.
+pub fn running_status(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("Cluster status: [{{running_nodes,[{}]}}]", quoted.join(","))
 }
 
 /// A bare MQTT client on flockmq's own codec, for what rumqttc cannot express or parse (several
