@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::client::{ClientSpec, Shared};
 use crate::fault::Action;
 use crate::harness::{Recorded, RunOptions, simulate};
-use crate::history::{ClientIdx, Event, MsgId, NodeSample, TopicId};
+use crate::history::{ClientIdx, ClusterView, Event, MsgId, NodeSample, TopicId};
 use crate::scenario::{Scenario, SessionKind, Workload, share_group, strip_share};
 
 /// Counters shown in the summary.
@@ -57,6 +57,9 @@ pub struct Stats {
     pub crashes: u64,
     /// Time from the start of the liveness phase until every node agreed for good.
     pub converged_after: Option<Duration>,
+    /// With `expect.formed_within`: `Some(when)` the members first agreed on exactly themselves
+    /// (`Some(None)`: never in the safety phase); `None` when not checked (and not shown).
+    pub formed_at: Option<Option<Duration>>,
     /// Time from the start of the liveness phase to the last ack or delivery.
     pub quiet_after: Duration,
 }
@@ -164,6 +167,10 @@ impl Outcome {
         );
         let converged = s.converged_after.map_or_else(|| "never".into(), secs);
         let _ = writeln!(out, "converged after: {converged}");
+        if let Some(formed) = s.formed_at {
+            let formed = formed.map_or_else(|| "never".into(), secs);
+            let _ = writeln!(out, "formed at: {formed}");
+        }
         let _ = writeln!(out, "quiet after: {}", secs(s.quiet_after));
         let _ = writeln!(out, "violations: {}", self.violations.len());
         let _ = writeln!(out, "trace: {:016x}", self.trace_hash);
@@ -510,7 +517,8 @@ pub fn check(scenario: &Scenario, recorded: &Recorded) -> (Stats, Vec<String>) {
         }
     }
 
-    let windows = disturbances(recorded);
+    let mut windows = disturbances(recorded);
+    windows.extend(forming_windows(scenario, recorded, history.events()));
     at_least_once(
         scenario,
         shared,
@@ -524,6 +532,8 @@ pub fn check(scenario: &Scenario, recorded: &Recorded) -> (Stats, Vec<String>) {
         &|t| history.topic(t).to_string(),
     );
     never_members(scenario, history.events(), &mut violations);
+    members_stable(scenario, history.events(), &mut violations);
+    formed_within(scenario, history.events(), &mut stats, &mut violations);
     convergence(
         scenario,
         recorded,
@@ -566,10 +576,13 @@ fn subscribed_at(incs: &[Incarnation], t: Duration) -> Option<&Incarnation> {
 ///   (messages still queued or in flight in that node's memory);
 /// - cluster mode only: the message was sent while (or within `expect.route_settle` of) a crash of
 ///   either node or a time one of them was outside the cluster (before its join, after its
-///   leave); or of a cut between them (partition, one-way partition, hold) that lasted at least
+///   leave, before the pair first formed for `[node_start]` nodes or `excuse_until_formed`); or
+///   of a cut between them (partition, one-way partition, hold) that lasted at least
 ///   [`BUFFERED_CUT`], or that began within `route_settle` of the subscription or of the
-///   publisher's node's restart or join (the route may not have reached that node). Shorter cuts excuse nothing: nodes buffer QoS >= 1
-///   forwards for an unreachable node and resend them after reconnecting.
+///   publisher's node's restart or join (the route may not have reached that node). Shorter cuts
+///   excuse nothing: nodes buffer QoS >= 1 forwards for an unreachable node and resend them after
+///   reconnecting. "Sent" spans the first send to the ack: a publisher cut from its own node
+///   resends after reconnecting, so its node may only take the message then.
 ///
 /// Shared subscriptions: the same rules per group (one workload = one group): required when some
 /// member was subscribed at the send, excused when any member subscribed at the send lost its
@@ -600,31 +613,34 @@ fn at_least_once(
             .iter()
             .any(|(tc, n)| *n == node && *tc >= after && delivered.is_none_or(|d| d > *tc))
     };
-    let disturbed = |a: u32, b: u32, t: Duration, subscribed: Option<Duration>| {
-        scenario.clustered
-            && a != b
-            && windows.iter().any(|w| {
-                let settle = scenario.expect.route_settle;
-                let during = w.from.saturating_sub(settle) <= t && t <= w.until + settle;
-                if !during {
-                    return false;
-                }
-                if w.pairs.is_empty() {
-                    return w.nodes.contains(&a) || w.nodes.contains(&b);
-                }
-                // The publisher's node learns the subscriber's route over a link; since the
-                // subscription and since the publisher's node (re)started or joined, it needs one.
-                let node_since = windows
-                    .iter()
-                    .filter(|o| o.pairs.is_empty() && o.nodes.contains(&a) && o.until <= t)
-                    .map(|o| o.until)
-                    .max();
-                let route_since = subscribed.max(node_since);
-                w.pairs.contains(&(a.min(b), a.max(b)))
-                    && (w.until.saturating_sub(w.from) >= BUFFERED_CUT
-                        || route_since.is_none_or(|s| s + settle >= w.from))
-            })
-    };
+    // The node took the message somewhere between the first send and the ack (a publisher cut
+    // from its node resends after reconnecting): the whole span counts.
+    let disturbed =
+        |a: u32, b: u32, sent: Duration, acked: Duration, subscribed: Option<Duration>| {
+            scenario.clustered
+                && a != b
+                && windows.iter().any(|w| {
+                    let settle = scenario.expect.route_settle;
+                    let during = w.from.saturating_sub(settle) <= acked && sent <= w.until + settle;
+                    if !during {
+                        return false;
+                    }
+                    if w.pairs.is_empty() {
+                        return w.nodes.contains(&a) || w.nodes.contains(&b);
+                    }
+                    // The publisher's node learns the subscriber's route over a link; since the
+                    // subscription and since the publisher's node (re)started or joined, it needs one.
+                    let node_since = windows
+                        .iter()
+                        .filter(|o| o.pairs.is_empty() && o.nodes.contains(&a) && o.until <= acked)
+                        .map(|o| o.until)
+                        .max();
+                    let route_since = subscribed.max(node_since);
+                    w.pairs.contains(&(a.min(b), a.max(b)))
+                        && (w.until.saturating_sub(w.from) >= BUFFERED_CUT
+                            || route_since.is_none_or(|s| s + settle >= w.from))
+                })
+        };
     // Subscribers grouped by workload.
     let mut by_workload: BTreeMap<usize, Vec<ClientIdx>> = BTreeMap::new();
     for (i, c) in roster.iter().enumerate() {
@@ -683,9 +699,10 @@ fn at_least_once(
                     || group
                         .iter()
                         .any(|(_, inc)| crashed_before(inc.node, p.t, delivered))
-                    || group
-                        .iter()
-                        .any(|(_, inc)| disturbed(p.node, inc.node, p.t, inc.subscribed_at));
+                    || group.iter().any(|(_, inc)| {
+                        let acked = p.acked.unwrap_or(p.t);
+                        disturbed(p.node, inc.node, p.t, acked, inc.subscribed_at)
+                    });
                 if excused {
                     stats.excused += 1;
                     continue;
@@ -834,9 +851,13 @@ fn disturbances(recorded: &Recorded) -> Vec<Disturbance> {
                     });
                 }
             }
+            // Datagram faults leave TCP alone: formed links and their traffic stay required.
             Action::Latency(..)
             | Action::DefaultLatency(_)
             | Action::McastLoss(_)
+            | Action::McastPartition(_)
+            | Action::McastRepair(_)
+            | Action::McastHealAll
             | Action::ClientDisconnect { .. } => {}
         }
         let now: BTreeSet<(u32, u32)> = cut
@@ -958,6 +979,175 @@ fn cluster_problems(
         }
     }
     out
+}
+
+/// When each node pair first listed each other as running (both nodes' latest samples), from the
+/// node samples; a node that does not answer forgets its view.
+fn pairs_formed(events: &[(Duration, Event)]) -> BTreeMap<(u32, u32), Duration> {
+    let mut views: BTreeMap<u32, &[String]> = BTreeMap::new();
+    let mut formed = BTreeMap::new();
+    for (t, e) in events {
+        let Event::Sample { node, sample } = e else {
+            continue;
+        };
+        match sample.as_ref().and_then(|s| s.cluster.as_ref()) {
+            Some(view) => views.insert(*node, &view.running[..]),
+            None => views.remove(node),
+        };
+        let Some(mine) = views.get(node) else {
+            continue;
+        };
+        for (other, theirs) in &views {
+            let (a, b) = ((*node).min(*other), (*node).max(*other));
+            let lists = |list: &[String], n: u32| list.iter().any(|x| *x == format!("n{n}@n{n}"));
+            if a != b && lists(mine, *other) && lists(theirs, *node) {
+                formed.entry((a, b)).or_insert(*t);
+            }
+        }
+    }
+    formed
+}
+
+/// Excuse windows until a node pair first formed (`expect.excuse_until_formed`: every pair; else
+/// only pairs with a node of `[node_start]`, which cannot be in the cluster before it starts):
+/// from 0 until both first listed each other as running, or the end of the run if they never did
+/// (the convergence check then fails the run anyway).
+fn forming_windows(
+    scenario: &Scenario,
+    recorded: &Recorded,
+    events: &[(Duration, Event)],
+) -> Vec<Disturbance> {
+    if !scenario.clustered {
+        return Vec::new();
+    }
+    let late: BTreeSet<u32> = scenario
+        .node_start
+        .keys()
+        .filter_map(|h| h.strip_prefix('n')?.parse().ok())
+        .collect();
+    if late.is_empty() && !scenario.expect.excuse_until_formed {
+        return Vec::new();
+    }
+    let formed = pairs_formed(events);
+    let mut out = Vec::new();
+    for a in 1..=scenario.nodes {
+        for b in a + 1..=scenario.nodes {
+            if scenario.expect.excuse_until_formed || late.contains(&a) || late.contains(&b) {
+                out.push(Disturbance {
+                    from: Duration::ZERO,
+                    until: formed.get(&(a, b)).copied().unwrap_or(recorded.end),
+                    nodes: BTreeSet::new(),
+                    pairs: vec![(a, b)],
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The node numbers and names of `expect.members`.
+fn member_names(scenario: &Scenario) -> (BTreeSet<u32>, Vec<String>) {
+    let numbers: BTreeSet<u32> = scenario
+        .expect
+        .members
+        .iter()
+        .filter_map(|h| h.strip_prefix('n')?.parse().ok())
+        .collect();
+    let names = numbers.iter().map(|n| format!("n{n}@n{n}")).collect();
+    (numbers, names)
+}
+
+/// `expect.members_stable_from`: from then to the end, every sample of every member shows exactly
+/// the members running and nothing stopped. One violation per member (its first bad sample).
+fn members_stable(scenario: &Scenario, events: &[(Duration, Event)], violations: &mut Vec<String>) {
+    let Some(from) = scenario.expect.members_stable_from else {
+        return;
+    };
+    let (numbers, names) = member_names(scenario);
+    let mut bad: BTreeMap<u32, (String, u32)> = BTreeMap::new();
+    for (t, e) in events {
+        let Event::Sample { node, sample } = e else {
+            continue;
+        };
+        if *t < from || !numbers.contains(node) {
+            continue;
+        }
+        let what = match sample.as_ref().and_then(|s| s.cluster.as_ref()) {
+            None => "did not answer".to_string(),
+            Some(v) if v.running == names && v.stopped.is_empty() => continue,
+            Some(v) => format!("saw running={:?} stopped={:?}", v.running, v.stopped),
+        };
+        let entry = bad
+            .entry(*node)
+            .or_insert_with(|| (format!("n{node} at {} {what}", secs(*t)), 0));
+        entry.1 += 1;
+    }
+    for (text, count) in bad.into_values() {
+        violations.push(format!(
+            "{text}; expected running={names:?} and nothing stopped on every sample from {} \
+             (expect.members_stable_from); {count} bad samples",
+            secs(from)
+        ));
+    }
+}
+
+/// `expect.formed_within`: the first sample round (faults still on) in which every member lists
+/// exactly the members running and nothing stopped must come by then.
+fn formed_within(
+    scenario: &Scenario,
+    events: &[(Duration, Event)],
+    stats: &mut Stats,
+    violations: &mut Vec<String>,
+) {
+    let Some(within) = scenario.expect.formed_within else {
+        return;
+    };
+    let (numbers, names) = member_names(scenario);
+    // The latest view of every member; a round ends with the sample of the last node.
+    let mut views: BTreeMap<u32, Option<&ClusterView>> = BTreeMap::new();
+    let mut formed = None;
+    let mut last_seen = String::new();
+    for (t, e) in events {
+        let Event::Sample { node, sample } = e else {
+            continue;
+        };
+        if numbers.contains(node) {
+            views.insert(*node, sample.as_ref().and_then(|s| s.cluster.as_ref()));
+        }
+        if *node != scenario.nodes {
+            continue;
+        }
+        let agreed = numbers.iter().all(|n| {
+            views
+                .get(n)
+                .copied()
+                .flatten()
+                .is_some_and(|v| v.running == names && v.stopped.is_empty())
+        });
+        if agreed {
+            formed = Some(*t);
+            break;
+        }
+        if *t <= within {
+            let parts: Vec<String> = numbers
+                .iter()
+                .map(|n| match views.get(n).copied().flatten() {
+                    Some(v) => format!("n{n} running={:?} stopped={:?}", v.running, v.stopped),
+                    None => format!("n{n} not answering"),
+                })
+                .collect();
+            last_seen = format!("at {}: {}", secs(*t), parts.join("; "));
+        }
+    }
+    stats.formed_at = Some(formed);
+    if formed.is_none_or(|f| f > within) {
+        let when = formed.map_or_else(|| "never".into(), |f| format!("only at {}", secs(f)));
+        violations.push(format!(
+            "members {names:?} agreed on exactly themselves {when}, expected by {} \
+             (expect.formed_within); last seen {last_seen}",
+            secs(within)
+        ));
+    }
 }
 
 /// `expect.never_members`: on every sample, no other node lists one of them as running or stopped.

@@ -35,6 +35,12 @@ pub enum Action {
     Release(Vec<String>, Vec<String>),
     ReleaseAll,
     McastLoss(f64),
+    /// Drop datagrams between node hosts of different groups (TCP untouched).
+    McastPartition(Vec<Vec<String>>),
+    /// Undo the datagram cuts of one `McastPartition`.
+    McastRepair(Vec<Vec<String>>),
+    /// Undo every datagram partition.
+    McastHealAll,
     ClientDisconnect {
         target: String,
         count: Option<u32>,
@@ -171,6 +177,21 @@ fn expand(f: &Fault, out: &mut Vec<Timed>) {
                 push(u, Action::McastLoss(0.0), "mcast_loss 0%".into());
             }
         }
+        FaultKind::McastPartition(g) => {
+            push(
+                f.at,
+                Action::McastPartition(g.clone()),
+                format!("mcast_partition {}", groups_text(g)),
+            );
+            if let Some(u) = f.until {
+                push(
+                    u,
+                    Action::McastRepair(g.clone()),
+                    format!("mcast_repair {}", groups_text(g)),
+                );
+            }
+        }
+        FaultKind::McastHeal => push(f.at, Action::McastHealAll, "mcast_heal".into()),
         FaultKind::ClientDisconnect {
             target,
             count,
@@ -259,6 +280,10 @@ pub fn swarm(scenario: &Scenario, seed: u64) -> Vec<Fault> {
                 }
             }
             "mcast_loss" => FaultKind::McastLoss(f64::from(rng.random_range(1..=9u8)) / 10.0),
+            "mcast_partition" if nodes.len() >= 2 => {
+                FaultKind::McastPartition(split(&nodes, &mut rng))
+            }
+            "mcast_partition" => continue,
             "crash" => {
                 let node = nodes[rng.random_range(0..nodes.len())].clone();
                 faults.push(Fault {
@@ -338,6 +363,57 @@ mod tests {
                 (20, "repair [n1] | [n2,c1]"),
             ]
         );
+    }
+
+    #[test]
+    fn mcast_partitions_repair_at_until_and_heal() {
+        let s = scenario(
+            "[[fault]]\nfrom = \"3s\"\nuntil = \"9s\"\nmcast_partition = [[\"n1\"], [\"n2\", \"n3\"]]\n\
+             [[fault]]\nat = \"12s\"\nmcast_heal = true\n",
+        );
+        let plan = schedule(&s, 1);
+        let groups = vec![vec!["n1".to_string()], vec!["n2".into(), "n3".into()]];
+        let actions: Vec<(u64, &Action, &str)> = plan
+            .iter()
+            .map(|t| (t.at.as_secs(), &t.action, t.text.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            vec![
+                (
+                    3,
+                    &Action::McastPartition(groups.clone()),
+                    "mcast_partition [n1] | [n2,n3]"
+                ),
+                (
+                    9,
+                    &Action::McastRepair(groups),
+                    "mcast_repair [n1] | [n2,n3]"
+                ),
+                (12, &Action::McastHealAll, "mcast_heal"),
+            ]
+        );
+    }
+
+    #[test]
+    fn swarm_draws_mcast_partitions_between_nodes_only_when_named() {
+        let s = scenario("[swarm]\nmax_faults = 6\nkinds = [\"mcast_partition\"]\n");
+        let drawn: Vec<Action> = (0..10)
+            .flat_map(|seed| schedule(&s, seed))
+            .map(|t| t.action)
+            .collect();
+        assert!(!drawn.is_empty());
+        for a in &drawn {
+            let (Action::McastPartition(g) | Action::McastRepair(g)) = a else {
+                panic!("unexpected {a:?}");
+            };
+            assert!(g.iter().flatten().all(|h| h.starts_with('n')), "{g:?}");
+        }
+        let default = scenario("[swarm]\nmax_faults = 6\n");
+        let any_mcast_partition = (0..50)
+            .flat_map(|seed| schedule(&default, seed))
+            .any(|t| matches!(t.action, Action::McastPartition(_)));
+        assert!(!any_mcast_partition, "not drawn unless named");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
@@ -162,6 +163,11 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
     ));
     for host in &nodes {
         let pairs = node_pairs(scenario, host);
+        let start = scenario
+            .node_start
+            .get(host)
+            .copied()
+            .unwrap_or(Duration::ZERO);
         let (host_name, registry, shared) = (host.clone(), registry.clone(), shared.clone());
         sim.host(host.as_str(), move || {
             let (host, registry, shared, pairs) = (
@@ -170,7 +176,7 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
                 shared.clone(),
                 pairs.clone(),
             );
-            async move { node_software(host, pairs, seed, registry, shared).await }
+            async move { node_software(host, pairs, start, seed, registry, shared).await }
         });
     }
     let plan = schedule(scenario, seed);
@@ -263,15 +269,21 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
     }
 }
 
-/// What runs on a node host: the real node, registered so the monitor can ask it things.
+/// What runs on a node host: the real node, registered so the monitor can ask it things. It
+/// starts at `start` (`[node_start]`); until then the host exists but nothing listens on it.
 async fn node_software(
     host: String,
     mut pairs: Vec<(String, String)>,
+    start: Duration,
     seed: u64,
     registry: Rc<RefCell<BTreeMap<String, NodeSlot>>>,
     shared: Rc<Shared>,
 ) -> turmoil::Result {
     let number = node_number(&host);
+    let wait = start.saturating_sub(client::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let incarnation = {
         let mut r = registry.borrow_mut();
         let slot = r.entry(host.clone()).or_default();
@@ -296,7 +308,9 @@ async fn node_software(
             return Err(e.into());
         }
     };
-    match flockmq::node::start(SimNet, config).await {
+    // Naming the host lets datagram partitions (`mcast_partition`) drop what this node receives.
+    let net = SimNet::on_host(turmoil::lookup(host.as_str()));
+    match flockmq::node::start(net, config).await {
         Ok(node) => {
             if let Some(slot) = registry.borrow_mut().get_mut(&host) {
                 slot.handle = Some(node.handle());
@@ -557,6 +571,17 @@ impl World<'_> {
                 }
             }
             Action::McastLoss(rate) => SimNet::set_datagram_loss(*rate),
+            Action::McastPartition(groups) => {
+                for (a, b) in self.group_ips(sim, groups) {
+                    SimNet::partition_datagrams(&a, &b);
+                }
+            }
+            Action::McastRepair(groups) => {
+                for (a, b) in self.group_ips(sim, groups) {
+                    SimNet::repair_datagrams(&a, &b);
+                }
+            }
+            Action::McastHealAll => SimNet::heal_datagrams(),
             Action::ClientDisconnect {
                 target,
                 count,
@@ -567,6 +592,23 @@ impl World<'_> {
                 self.commands.wake.notify_one();
             }
         }
+    }
+
+    /// The addresses of every two groups (i < j), for datagram partitions.
+    fn group_ips(
+        &self,
+        sim: &turmoil::Sim<'_>,
+        groups: &[Vec<String>],
+    ) -> Vec<(Vec<IpAddr>, Vec<IpAddr>)> {
+        let ips =
+            |g: &Vec<String>| -> Vec<IpAddr> { g.iter().map(|h| sim.lookup(h.as_str())).collect() };
+        let mut out = Vec::new();
+        for (i, a) in groups.iter().enumerate() {
+            for b in groups.iter().skip(i + 1) {
+                out.push((ips(a), ips(b)));
+            }
+        }
+        out
     }
 
     /// Every link healthy again; held messages are delivered (release also repairs).
@@ -667,6 +709,7 @@ impl World<'_> {
             sim.set_link_max_message_latency(a.as_str(), b.as_str(), max);
         }
         SimNet::set_datagram_loss(0.0);
+        SimNet::heal_datagrams();
         for node in self.crashed.clone() {
             self.note(
                 sim,

@@ -54,6 +54,9 @@ struct ScenarioFile {
     /// holds that node's overrides.
     #[serde(default)]
     node_config: BTreeMap<String, toml::Value>,
+    /// Node host -> when its node starts (the host exists from 0).
+    #[serde(default)]
+    node_start: BTreeMap<String, String>,
     #[serde(default)]
     workload: Vec<WorkloadFile>,
     #[serde(default)]
@@ -138,6 +141,10 @@ struct FaultFile {
     #[serde(default)]
     mcast_loss: Option<f64>,
     #[serde(default)]
+    mcast_partition: Option<Vec<Vec<String>>>,
+    #[serde(default)]
+    mcast_heal: Option<bool>,
+    #[serde(default)]
     client_disconnect: Option<String>,
     #[serde(default)]
     count: Option<u32>,
@@ -173,6 +180,12 @@ struct ExpectFile {
     members: Option<Vec<String>>,
     #[serde(default)]
     never_members: Vec<String>,
+    #[serde(default)]
+    members_stable_from: Option<String>,
+    #[serde(default)]
+    formed_within: Option<String>,
+    #[serde(default)]
+    excuse_until_formed: bool,
 }
 
 /// A validated scenario: what the harness runs.
@@ -205,6 +218,9 @@ pub struct Scenario {
     /// Per-node overrides (`[node_config.n4]`), applied after `node_config`: a node with another
     /// cookie, another heartbeat...
     pub node_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// `[node_start]`: nodes whose software starts later than 0 (their host exists from 0, so
+    /// their clients' connects are refused until then). Always within the safety phase.
+    pub node_start: BTreeMap<String, Duration>,
     /// The client workloads.
     pub workloads: Vec<Workload>,
     /// The fixed fault schedule.
@@ -290,6 +306,11 @@ pub enum FaultKind {
     Release,
     /// Datagram loss rate for UDP (multicast discovery); TCP is untouched.
     McastLoss(f64),
+    /// Drop UDP datagrams (multicast discovery) between node hosts of different groups, both
+    /// ways; TCP (cluster links, clients) is untouched.
+    McastPartition(Vec<Vec<String>>),
+    /// Undo every `McastPartition`.
+    McastHeal,
     /// Abruptly drop the connection of clients (a workload name, a client id, or `all`).
     ClientDisconnect {
         target: String,
@@ -307,7 +328,7 @@ pub enum FaultKind {
 pub struct Fault {
     /// When it happens (simulated time from the start).
     pub at: Duration,
-    /// When a reversible fault (partition, hold, latency, mcast_loss) is undone.
+    /// When a reversible fault (partition, hold, latency, mcast_loss, mcast_partition) is undone.
     pub until: Option<Duration>,
     /// What happens.
     pub kind: FaultKind,
@@ -322,7 +343,7 @@ pub struct Swarm {
     pub kinds: Vec<String>,
 }
 
-/// Fault kinds swarm knows how to draw.
+/// Fault kinds swarm draws from when `[swarm] kinds` is absent.
 pub const SWARM_KINDS: &[&str] = &[
     "partition",
     "partition_oneway",
@@ -332,6 +353,10 @@ pub const SWARM_KINDS: &[&str] = &[
     "mcast_loss",
     "client_disconnect",
 ];
+
+/// Fault kinds swarm draws only when `[swarm] kinds` names them (kept out of the default so that
+/// adding one does not change the draws, and so the snapshots, of existing scenarios).
+pub const SWARM_EXTRA_KINDS: &[&str] = &["mcast_partition"];
 
 /// `[expect]`.
 #[derive(Debug, Clone)]
@@ -349,6 +374,17 @@ pub struct Expect {
     /// Cluster mode: node hosts that no other node may ever list as running or stopped (e.g. a
     /// node with the wrong cookie); checked on every sample.
     pub never_members: Vec<String>,
+    /// Cluster mode: from this time to the end, every sample of every node of `members` shows
+    /// exactly `members` running and nothing stopped ("an existing cluster stays up").
+    pub members_stable_from: Option<Duration>,
+    /// Cluster mode: `members` must agree on exactly themselves (every member lists exactly
+    /// `members` running, nothing stopped) in some sample round by this time (faults still on);
+    /// the summary then shows when they first did.
+    pub formed_within: Option<Duration>,
+    /// Cluster mode: messages between two nodes are excused (with `route_settle`) until both
+    /// first list each other as running, for scenarios where the cluster forms slowly (lossy
+    /// discovery). Pairs with a node of `[node_start]` are always treated this way.
+    pub excuse_until_formed: bool,
 }
 
 impl Scenario {
@@ -484,11 +520,56 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
             .unwrap_or(Duration::from_secs(5)),
         members,
         never_members,
+        members_stable_from: opt_duration(
+            "expect.members_stable_from",
+            &raw.expect.members_stable_from,
+        )?,
+        formed_within: opt_duration("expect.formed_within", &raw.expect.formed_within)?,
+        excuse_until_formed: raw.expect.excuse_until_formed,
     };
+    let membership_keys = expect.members_stable_from.is_some()
+        || expect.formed_within.is_some()
+        || expect.excuse_until_formed;
+    if membership_keys && !clustered {
+        return Err(
+            "expect.members_stable_from / formed_within / excuse_until_formed: only for a cluster"
+                .into(),
+        );
+    }
+    if expect.formed_within.is_some_and(|f| f > duration) {
+        return Err("expect.formed_within: must be within the safety phase (duration)".into());
+    }
+    let mut node_start = BTreeMap::new();
+    for (host, at) in raw.node_start {
+        if !hosts.contains(&host) {
+            return Err(format!("node_start: '{host}' is not a node host"));
+        }
+        let at = key(&format!("node_start.{host}"), parse_duration(&at))?;
+        if at >= duration {
+            return Err(format!(
+                "node_start.{host}: must be within the safety phase (duration)"
+            ));
+        }
+        if let Some(from) = expect.members_stable_from
+            && at >= from
+            && expect.members.contains(&host)
+        {
+            return Err(format!(
+                "expect.members_stable_from: member {host} only starts at node_start.{host}"
+            ));
+        }
+        node_start.insert(host, at);
+    }
     let liveness = opt_duration("liveness", &raw.liveness)?
         .unwrap_or(expect.converge_within + Duration::from_secs(5));
     if liveness < expect.converge_within {
         return Err("liveness: shorter than expect.converge_within".into());
+    }
+    if expect
+        .members_stable_from
+        .is_some_and(|f| f >= duration + liveness)
+    {
+        return Err("expect.members_stable_from: must be before the end of the run".into());
     }
     let tick = opt_duration("tick", &raw.tick)?.unwrap_or(Duration::from_millis(1));
     if tick.is_zero() || tick > Duration::from_millis(50) {
@@ -571,10 +652,12 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
             let kinds = s
                 .kinds
                 .unwrap_or_else(|| SWARM_KINDS.iter().map(|k| k.to_string()).collect());
-            if let Some(k) = kinds.iter().find(|k| !SWARM_KINDS.contains(&k.as_str())) {
+            let known = |k: &str| SWARM_KINDS.contains(&k) || SWARM_EXTRA_KINDS.contains(&k);
+            if let Some(k) = kinds.iter().find(|k| !known(k)) {
                 return Err(format!(
-                    "swarm.kinds: '{k}' is not one of {}",
-                    SWARM_KINDS.join(", ")
+                    "swarm.kinds: '{k}' is not one of {}, {}",
+                    SWARM_KINDS.join(", "),
+                    SWARM_EXTRA_KINDS.join(", ")
                 ));
             }
             Some(Swarm {
@@ -600,6 +683,7 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
         latency,
         node_config,
         node_overrides,
+        node_start,
         workloads,
         faults,
         swarm,
@@ -831,6 +915,18 @@ fn fault(f: FaultFile, hosts: &[String], workloads: &[Workload]) -> Result<Fault
         }
         kinds.push(FaultKind::McastLoss(rate));
     }
+    if let Some(g) = f.mcast_partition {
+        let nodes: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.starts_with('n'))
+            .cloned()
+            .collect();
+        groups("mcast_partition", &g, &nodes)?;
+        kinds.push(FaultKind::McastPartition(g));
+    }
+    if f.mcast_heal == Some(true) {
+        kinds.push(FaultKind::McastHeal);
+    }
     if let Some(target) = f.client_disconnect {
         let known = target == "all"
             || workloads
@@ -874,7 +970,8 @@ fn fault(f: FaultFile, hosts: &[String], workloads: &[Workload]) -> Result<Fault
     if kinds.len() != 1 {
         return Err(format!(
             "needs exactly one of partition, partition_oneway, heal, crash, latency, hold, \
-             release, mcast_loss, client_disconnect, join, leave (found {})",
+             release, mcast_loss, mcast_partition, mcast_heal, client_disconnect, join, leave \
+             (found {})",
             kinds.len()
         ));
     }
@@ -886,10 +983,13 @@ fn fault(f: FaultFile, hosts: &[String], workloads: &[Workload]) -> Result<Fault
             | FaultKind::Latency { .. }
             | FaultKind::Hold(..)
             | FaultKind::McastLoss(_)
+            | FaultKind::McastPartition(_)
     );
     if until.is_some() && !reversible {
         return Err(
-            "until: only for partition, partition_oneway, latency, hold, mcast_loss".into(),
+            "until: only for partition, partition_oneway, latency, hold, mcast_loss, \
+             mcast_partition"
+                .into(),
         );
     }
     Ok(Fault { at, until, kind })
@@ -983,6 +1083,63 @@ mod tests {
         assert!(e.contains("needs target"), "{e}");
         let e = parse(&format!("{two}[[fault]]\nat = \"1s\"\nleave = \"c1\"\n")).unwrap_err();
         assert!(e.contains("leave: 'c1'"), "{e}");
+    }
+
+    #[test]
+    fn mcast_partitions_take_node_hosts_and_until() {
+        let three = MINIMAL.replace("nodes = 1", "nodes = 3");
+        let s = parse(&format!(
+            "{three}[[fault]]\nfrom = \"1s\"\nuntil = \"5s\"\nmcast_partition = [[\"n1\"], [\"n2\", \"n3\"]]\n\
+             [[fault]]\nat = \"6s\"\nmcast_heal = true\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.faults[0].kind,
+            FaultKind::McastPartition(vec![vec!["n1".into()], vec!["n2".into(), "n3".into()]])
+        );
+        assert_eq!(s.faults[0].until, Some(Duration::from_secs(5)));
+        assert_eq!(s.faults[1].kind, FaultKind::McastHeal);
+        let e = parse(&format!(
+            "{three}[[fault]]\nat = \"1s\"\nmcast_partition = [[\"n1\"], [\"c2\"]]\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("mcast_partition: 'c2' is not a host"), "{e}");
+        let e = parse(&format!(
+            "{three}[[fault]]\nat = \"1s\"\nuntil = \"2s\"\nmcast_heal = true\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("until: only for"), "{e}");
+    }
+
+    #[test]
+    fn node_start_and_membership_expectations_validate() {
+        let three = MINIMAL.replace("nodes = 1", "nodes = 3\ndiscovery = \"static\"");
+        let s = parse(&format!(
+            "{three}[node_start]\nn3 = \"4s\"\n[expect]\nmembers_stable_from = \"6s\"\n\
+             formed_within = \"8s\"\nexcuse_until_formed = true\n"
+        ))
+        .unwrap();
+        assert_eq!(s.node_start["n3"], Duration::from_secs(4));
+        assert_eq!(s.expect.members_stable_from, Some(Duration::from_secs(6)));
+        assert_eq!(s.expect.formed_within, Some(Duration::from_secs(8)));
+        assert!(s.expect.excuse_until_formed);
+        let err = |extra: &str| parse(&format!("{three}{extra}")).unwrap_err();
+        let e = err("[node_start]\nn4 = \"1s\"\n");
+        assert!(e.contains("node_start: 'n4'"), "{e}");
+        let e = err("[node_start]\nn2 = \"10s\"\n");
+        assert!(
+            e.contains("node_start.n2: must be within the safety phase"),
+            "{e}"
+        );
+        let e = err("[node_start]\nn2 = \"5s\"\n[expect]\nmembers_stable_from = \"5s\"\n");
+        assert!(e.contains("member n2 only starts"), "{e}");
+        let e = err("[expect]\nformed_within = \"11s\"\n");
+        assert!(e.contains("expect.formed_within"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}[expect]\nmembers_stable_from = \"1s\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("only for a cluster"), "{e}");
     }
 
     #[test]

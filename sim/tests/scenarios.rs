@@ -215,3 +215,100 @@ fn a_panic_in_a_spawned_task_fails_the_run() {
         broken.violations
     );
 }
+
+/// `cluster_mcast_static_faults` with `extra` appended (more faults, other expectations).
+fn static_faults_with(extra: &str, replace: (&str, &str)) -> Scenario {
+    let file =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/cluster_mcast_static_faults.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(replace.0),
+        "{} not in the scenario",
+        replace.0
+    );
+    let text = format!("{}\n{extra}", text.replace(replace.0, replace.1));
+    Scenario::parse(&text, &file).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_late_node_refuses_its_clients_until_it_starts_then_joins() {
+    use flockmq_sim::history::Event;
+    let scenario = scenario_named("cluster_mcast_static_faults");
+    let outcome = run(&scenario, 1, RunOptions::default());
+    assert_passed(&outcome);
+    let history = outcome.recorded.shared.history.borrow();
+    let start = std::time::Duration::from_secs(8);
+    let started: Vec<_> = history
+        .events()
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::NodeStarted { node: 4, .. } => Some(*t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(started[0] >= start, "n4 started at {:?}", started[0]);
+    let on_n4 = |t: &std::time::Duration, e: &Event| match e {
+        Event::ConnectFailed { node: 4, .. } => Some((*t, false)),
+        Event::Connected { node: 4, .. } => Some((*t, true)),
+        _ => None,
+    };
+    let attempts: Vec<_> = history
+        .events()
+        .iter()
+        .filter_map(|(t, e)| on_n4(t, e))
+        .collect();
+    assert!(
+        attempts.iter().any(|(t, ok)| !ok && *t < start),
+        "no refused connect before 8 s"
+    );
+    assert!(attempts.iter().all(|(t, ok)| !ok || *t >= started[0]));
+    assert!(
+        attempts.iter().any(|(_, ok)| *ok),
+        "n4's clients never connected"
+    );
+    assert!(
+        outcome.summary().contains("formed at: 8."),
+        "{}",
+        outcome.summary()
+    );
+}
+
+#[test]
+fn members_stable_from_names_the_node_the_time_and_what_it_saw() {
+    // A TCP partition (unlike the datagram faults) does drop n1 out of the cluster.
+    let scenario = static_faults_with(
+        "[[fault]]\nfrom = \"14s\"\nuntil = \"17s\"\npartition = [[\"n1\", \"c1\"], [\"n2\", \"c2\", \"n3\", \"c3\", \"n4\", \"c4\"]]\n",
+        ("", ""),
+    );
+    let outcome = run(&scenario, 1, RunOptions::default());
+    let stable: Vec<&String> = outcome
+        .violations
+        .iter()
+        .filter(|v| v.contains("(expect.members_stable_from)"))
+        .collect();
+    assert!(!stable.is_empty(), "{:?}", outcome.violations);
+    let n1 = stable
+        .iter()
+        .find(|v| v.starts_with("n1 at "))
+        .unwrap_or_else(|| panic!("{stable:?}"));
+    assert!(
+        n1.contains("saw running=[\"n1@n1\"]") || n1.contains("stopped=[\"n"),
+        "{n1}"
+    );
+    assert!(n1.contains("from 12.000s"), "{n1}");
+}
+
+#[test]
+fn formed_within_fails_when_the_late_node_cannot_have_joined_yet() {
+    let scenario = static_faults_with("", ("formed_within = \"12s\"", "formed_within = \"8s\""));
+    let outcome = run(&scenario, 1, RunOptions::default());
+    assert_eq!(outcome.violations.len(), 1, "{:?}", outcome.violations);
+    let v = &outcome.violations[0];
+    assert!(v.contains("agreed on exactly themselves only at 8."), "{v}");
+    assert!(
+        v.contains("expected by 8.000s (expect.formed_within)"),
+        "{v}"
+    );
+    assert!(v.contains("n4 not answering"), "{v}");
+}

@@ -5,6 +5,10 @@
 //! - **Datagram loss** for UDP (multicast discovery) that leaves TCP alone: turmoil's `fail_rate`
 //!   drops whole links, TCP included, and turmoil TCP never retransmits. The loss is applied on
 //!   receive and drawn from one seeded `StdRng` per sending host, so a run replays bit for bit.
+//! - **Datagram partitions**: UDP between two groups of hosts is dropped (both ways) while TCP
+//!   between them keeps working, which turmoil's own `partition` cannot do. A receiver can only be
+//!   named when it knows its host: a `SimNet::on_host(ip)` does, the plain `SimNet` value (clients,
+//!   tests) does not and is never partitioned.
 //! - **Connect timeouts**: a connect to a crashed host hangs in turmoil until the host comes back;
 //!   here it fails with `ErrorKind::TimedOut` after `connect_timeout` (3 s unless set).
 //! - **Strict lookups**: `lookup` of a name that is not a registered turmoil host fails with
@@ -17,7 +21,7 @@
 //! read the real clock or draw unseeded randomness.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
@@ -31,9 +35,18 @@ use super::{MulticastOptions, Net};
 /// How long a connect may take before it fails with `TimedOut` (unless changed).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The network of the turmoil host the current task runs on.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SimNet;
+/// The network of the turmoil host the current task runs on, optionally knowing that host's
+/// address (needed for datagram partitions, which must name the receiver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimNet {
+    /// The address of the host this `SimNet` receives on; `None`: unknown, never partitioned.
+    host: Option<IpAddr>,
+}
+
+/// `SimNet` as a value: the network of a task that does not name its host (clients, tests), so
+/// `SimNet.connect(..)` and `start(SimNet, ..)` read as with a unit struct.
+#[allow(non_upper_case_globals)]
+pub const SimNet: SimNet = SimNet { host: None };
 
 /// Per-thread (= per-simulation) settings and RNGs of every `SimNet`.
 struct Knobs {
@@ -42,6 +55,8 @@ struct Knobs {
     /// One loss RNG per sending host, created on first use from `seed` and the host's address.
     loss_rngs: BTreeMap<IpAddr, StdRng>,
     datagrams_dropped: u64,
+    /// Directed (sender, receiver) pairs whose datagrams are dropped (datagram partitions).
+    datagram_cuts: BTreeSet<(IpAddr, IpAddr)>,
     connect_timeout: Duration,
 }
 
@@ -52,8 +67,21 @@ impl Knobs {
             datagram_loss: 0.0,
             loss_rngs: BTreeMap::new(),
             datagrams_dropped: 0,
+            datagram_cuts: BTreeSet::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+
+    /// Whether the next datagram from `sender` to `receiver` is dropped: by a datagram partition
+    /// (checked first, so a cut link does not consume the loss RNG), else by the loss rate.
+    fn drop(&mut self, sender: IpAddr, receiver: Option<IpAddr>) -> bool {
+        if let Some(receiver) = receiver
+            && self.datagram_cuts.contains(&(sender, receiver))
+        {
+            self.datagrams_dropped += 1;
+            return true;
+        }
+        self.lose(sender)
     }
 
     /// Whether the next datagram from `sender` is lost.
@@ -86,6 +114,50 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl SimNet {
+    /// The network of the host at `ip`: datagram partitions naming `ip` apply to what it receives.
+    /// Call inside that host (e.g. with `turmoil::lookup(name)`) and hand it to the node.
+    pub fn on_host(ip: IpAddr) -> SimNet {
+        SimNet { host: Some(ip) }
+    }
+
+    /// The host address given to `on_host`, if any.
+    pub fn host(&self) -> Option<IpAddr> {
+        self.host
+    }
+
+    /// Drops UDP datagrams between every host of `a` and every host of `b`, both ways, until
+    /// `repair_datagrams` or `heal_datagrams`; UDP within a group and all TCP are untouched.
+    pub fn partition_datagrams(a: &[IpAddr], b: &[IpAddr]) {
+        KNOBS.with(|k| {
+            let cuts = &mut k.borrow_mut().datagram_cuts;
+            for &x in a {
+                for &y in b.iter().filter(|&&y| y != x) {
+                    cuts.insert((x, y));
+                    cuts.insert((y, x));
+                }
+            }
+        });
+    }
+
+    /// Undoes `partition_datagrams(a, b)` (also pairs another partition cut: like turmoil's
+    /// `repair`, a link is either cut or not).
+    pub fn repair_datagrams(a: &[IpAddr], b: &[IpAddr]) {
+        KNOBS.with(|k| {
+            let cuts = &mut k.borrow_mut().datagram_cuts;
+            for &x in a {
+                for &y in b {
+                    cuts.remove(&(x, y));
+                    cuts.remove(&(y, x));
+                }
+            }
+        });
+    }
+
+    /// Undoes every datagram partition.
+    pub fn heal_datagrams() {
+        KNOBS.with(|k| k.borrow_mut().datagram_cuts.clear());
+    }
+
     /// Forgets every setting of this thread's simulation and seeds the loss RNGs from `seed`;
     /// call before building each simulation so runs of one seed are identical.
     pub fn reset(seed: u64) {
@@ -103,7 +175,8 @@ impl SimNet {
         KNOBS.with(|k| k.borrow().datagram_loss)
     }
 
-    /// Datagrams dropped by the loss rate since the last `reset` (for run summaries).
+    /// Datagrams dropped by the loss rate or a datagram partition since the last `reset` (for run
+    /// summaries).
     pub fn datagrams_dropped() -> u64 {
         KNOBS.with(|k| k.borrow().datagrams_dropped)
     }
@@ -117,8 +190,8 @@ impl SimNet {
         KNOBS.with(|k| k.borrow().connect_timeout)
     }
 
-    fn lose_datagram(sender: IpAddr) -> bool {
-        KNOBS.with(|k| k.borrow_mut().lose(sender))
+    fn drop_datagram(sender: IpAddr, receiver: Option<IpAddr>) -> bool {
+        KNOBS.with(|k| k.borrow_mut().drop(sender, receiver))
     }
 }
 
@@ -216,10 +289,10 @@ impl Net for SimNet {
     ) -> io::Result<(usize, SocketAddr)> {
         loop {
             let (len, from) = socket.recv_from(buf).await?;
-            if !SimNet::lose_datagram(from.ip()) {
+            if !SimNet::drop_datagram(from.ip(), self.host) {
                 return Ok((len, from));
             }
-            tracing::trace!(%from, len, "datagram lost (simulated loss rate)");
+            tracing::trace!(%from, len, "datagram lost (simulated loss or datagram partition)");
         }
     }
 
@@ -348,6 +421,151 @@ mod tests {
         assert_eq!(a, datagrams_arriving(7, 0.5, 400), "same seed, same losses");
         assert_eq!(SimNet::datagrams_dropped(), u64::from(400 - a));
         assert_eq!(datagrams_arriving(7, 0.0, 100), 100);
+    }
+
+    /// (sender, receiver, time) of every group datagram received by hosts n1..n3, each of which
+    /// announces itself to a multicast group every 100 ms; the datagram partition `[n1] | [n2, n3]`
+    /// is in force from 2 s to 4 s, and n2 talks TCP to n1 during it.
+    fn group_datagrams_around_a_datagram_partition() -> Vec<(u8, u8, Duration)> {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+
+        use super::super::MulticastIface;
+
+        SimNet::reset(5);
+        let seen: Rc<RefCell<Vec<(u8, u8, Duration)>>> = Rc::default();
+        let tcp_ok = Rc::new(std::cell::Cell::new(false));
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(Duration::from_secs(10))
+            .rng_seed(5)
+            .build();
+        let group = IpAddr::V4(Ipv4Addr::new(239, 0, 0, 9));
+        let options = MulticastOptions {
+            group,
+            iface: MulticastIface::V4(Ipv4Addr::UNSPECIFIED),
+            ttl: 1,
+            loopback: false,
+        };
+        for me in 1..=3u8 {
+            let (seen, tcp_ok) = (seen.clone(), tcp_ok.clone());
+            sim.host(format!("n{me}"), move || {
+                let (seen, tcp_ok) = (seen.clone(), tcp_ok.clone());
+                async move {
+                    let net = SimNet::on_host(turmoil::lookup(format!("n{me}")));
+                    let socket = net.bind_udp("0.0.0.0:4369".parse().unwrap()).await?;
+                    net.join_multicast(&socket, options)?;
+                    net.multicast_sender(&socket, options)?;
+                    let listener = net.bind("0.0.0.0:1883".parse().unwrap()).await?;
+                    let socket = Rc::new(socket);
+                    let receiver = socket.clone();
+                    tokio::task::spawn_local(async move {
+                        let mut buf = [0u8; 4];
+                        while let Ok((_, from)) = net.recv_from(&receiver, &mut buf).await {
+                            let sender = turmoil::reverse_lookup(from.ip())
+                                .and_then(|n| n.trim_start_matches('n').parse().ok())
+                                .unwrap_or(0);
+                            let t = turmoil::sim_elapsed().unwrap_or_default();
+                            seen.borrow_mut().push((sender, me, t));
+                        }
+                    });
+                    if me == 1 {
+                        tokio::task::spawn_local(async move {
+                            while let Ok((mut s, _)) = net.accept(&listener).await {
+                                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"tcp").await;
+                            }
+                        });
+                    }
+                    if me == 2 {
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep(Duration::from_millis(3000)).await;
+                            let n1 = net.lookup("n1").await?;
+                            let mut s = net.connect(SocketAddr::new(n1, 1883)).await?;
+                            let mut buf = [0u8; 3];
+                            tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf).await?;
+                            tcp_ok.set(&buf == b"tcp");
+                            Ok::<(), io::Error>(())
+                        });
+                    }
+                    loop {
+                        net.send_to(&socket, &[me], SocketAddr::new(group, 4369))
+                            .await?;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
+        }
+        let hosts =
+            |names: &[&str]| -> Vec<IpAddr> { names.iter().map(|n| sim.lookup(*n)).collect() };
+        let (a, b) = (hosts(&["n1"]), hosts(&["n2", "n3"]));
+        while sim.elapsed() < Duration::from_secs(6) {
+            if sim.elapsed() == Duration::from_secs(2) {
+                SimNet::partition_datagrams(&a, &b);
+            }
+            if sim.elapsed() == Duration::from_secs(4) {
+                SimNet::heal_datagrams();
+            }
+            sim.step().unwrap();
+        }
+        assert!(
+            tcp_ok.get(),
+            "TCP between n2 and n1 failed during the datagram partition"
+        );
+        seen.take()
+    }
+
+    #[test]
+    fn a_datagram_partition_cuts_udp_between_groups_only_and_leaves_tcp_alone() {
+        let seen = group_datagrams_around_a_datagram_partition();
+        let pairs = |from: Duration, to: Duration| -> BTreeSet<(u8, u8)> {
+            seen.iter()
+                .filter(|(_, _, t)| (from..to).contains(t))
+                .map(|(s, r, _)| (*s, *r))
+                .collect()
+        };
+        let all: BTreeSet<(u8, u8)> = [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)].into();
+        let secs = Duration::from_secs;
+        // Datagrams in flight at the cut may still arrive (turmoil latency is below 100 ms here).
+        assert_eq!(pairs(secs(1), secs(2)), all, "before");
+        assert_eq!(
+            pairs(Duration::from_millis(2001), secs(4)),
+            [(2, 3), (3, 2)].into(),
+            "during: only within the group [n2, n3]"
+        );
+        assert_eq!(
+            pairs(Duration::from_millis(4200), secs(6)),
+            all,
+            "after the heal"
+        );
+        assert!(
+            SimNet::datagrams_dropped() >= 2 * 2 * 15,
+            "dropped datagrams are counted"
+        );
+        assert_eq!(
+            seen,
+            group_datagrams_around_a_datagram_partition(),
+            "replays exactly"
+        );
+    }
+
+    #[test]
+    fn repair_datagrams_undoes_one_partition_and_reset_forgets_them() {
+        let ip = |d: u8| IpAddr::V4(Ipv4Addr::new(192, 168, 0, d));
+        SimNet::reset(1);
+        SimNet::partition_datagrams(&[ip(1)], &[ip(2), ip(3)]);
+        let dropped = |s, r| KNOBS.with(|k| k.borrow_mut().drop(ip(s), Some(ip(r))));
+        assert!(dropped(1, 2) && dropped(3, 1));
+        assert!(!dropped(2, 3), "within a group");
+        assert!(
+            !KNOBS.with(|k| k.borrow_mut().drop(ip(1), None)),
+            "an unnamed receiver"
+        );
+        SimNet::repair_datagrams(&[ip(1)], &[ip(2)]);
+        assert!(!dropped(1, 2) && !dropped(2, 1));
+        assert!(dropped(1, 3));
+        SimNet::reset(1);
+        assert!(!dropped(1, 3));
+        assert_eq!(SimNet.host(), None);
+        assert_eq!(SimNet::on_host(ip(4)).host(), Some(ip(4)));
     }
 
     #[test]
