@@ -66,7 +66,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Node logs on stderr when `RUST_LOG` is set (`RUST_LOG=flockmq=debug`); silent otherwise so
+/// swarm output stays readable. Log lines carry no wall-clock time: the run's own simulated time
+/// is in the `--trace` output.
+fn init_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .without_time()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 fn real_main() -> Result<ExitCode> {
+    init_logs();
     if !cfg!(tokio_unstable) {
         eprintln!(
             "warning: built without --cfg tokio_unstable (is RUSTFLAGS overriding .cargo/config.toml?): \
