@@ -39,19 +39,26 @@ fn wait_formed(lab: &NetnsLab, names: &[String]) {
     }
 }
 
+/// Starts n1..n3 with static seeds listing all three and waits until each lists all three;
+/// returns their names.
+fn start_static_cluster(lab: &mut NetnsLab) -> Vec<String> {
+    let names = names_v4(lab);
+    let seeds = names.join(",");
+    for k in 1..=3 {
+        let config = base_config(lab, k, &lab.ipv4(k).to_string(), "0.0.0.0")
+            + &format!("cluster.discovery = static\ncluster.static.seeds = {seeds}\n");
+        lab.start_node(k, &config);
+    }
+    wait_formed(lab, &names);
+    names
+}
+
 #[test]
 fn static_cluster_across_namespaces() {
     let Some(mut lab) = NetnsLab::create("static_cluster_across_namespaces", 1, 3) else {
         return;
     };
-    let names = names_v4(&lab);
-    let seeds = names.join(",");
-    for k in 1..=3 {
-        let config = base_config(&lab, k, &lab.ipv4(k).to_string(), "0.0.0.0")
-            + &format!("cluster.discovery = static\ncluster.static.seeds = {seeds}\n");
-        lab.start_node(k, &config);
-    }
-    wait_formed(&lab, &names);
+    let names = start_static_cluster(&mut lab);
     let (h1, h3) = (lab.ipv4(1).to_string(), lab.ipv4(3).to_string());
     lab.round_trip((3, &h3, &names[2]), (1, &h1), "lab/static");
 }
@@ -187,14 +194,7 @@ fn qos1_forwards_survive_a_real_network_cut() {
     let Some(mut lab) = NetnsLab::create("qos1_forwards_survive_a_real_network_cut", 4, 3) else {
         return;
     };
-    let names = names_v4(&lab);
-    let seeds = names.join(",");
-    for k in 1..=3 {
-        let config = base_config(&lab, k, &lab.ipv4(k).to_string(), "0.0.0.0")
-            + &format!("cluster.discovery = static\ncluster.static.seeds = {seeds}\n");
-        lab.start_node(k, &config);
-    }
-    wait_formed(&lab, &names);
+    let names = start_static_cluster(&mut lab);
     let topic = "lab/cut";
     let port = common::netns::MQTT_PORT.to_string();
     let subscriber = lab
