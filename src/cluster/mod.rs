@@ -92,6 +92,9 @@ const FORWARD_BUFFER_MSGS: usize = 10_000;
 const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// The receiver acknowledges at least every this many numbered forwards.
 const ACK_EVERY: u64 = 64;
+/// First line of the member list file.
+const MEMBERS_FILE_HEADER: &str =
+    "# flockmq cluster members, rewritten by the node; delete it to forget the cluster\n";
 /// The reject reason of the losing link when both nodes dialled each other.
 const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
@@ -121,6 +124,8 @@ pub enum ClusterAction {
     Announce(Bytes),
     /// Send this discovery datagram (a pong) to `to`, from the announcing socket.
     Datagram { to: SocketAddr, bytes: Bytes },
+    /// Replace the member list file (`node.data_dir/cluster-members`) with this text.
+    SaveMembers(String),
     /// The answer to a `join`.
     JoinDone {
         node: NodeName,
@@ -423,6 +428,9 @@ pub struct Cluster {
     mcast: Option<Mcast>,
     outs: BTreeMap<NodeName, OutStream>,
     ins: BTreeMap<NodeName, InStream>,
+    /// The member list may have changed since `saved_members` was written.
+    members_dirty: bool,
+    saved_members: String,
 }
 
 impl Cluster {
@@ -448,7 +456,10 @@ impl Cluster {
             mcast: None,
             outs: BTreeMap::new(),
             ins: BTreeMap::new(),
+            members_dirty: false,
+            saved_members: String::new(),
         };
+        cluster.saved_members = cluster.members_file();
         if cluster.cfg.discovery == Discovery::Mcast {
             let instance = cluster.rng.random();
             let sender = discovery::Sender {
@@ -521,7 +532,74 @@ impl Cluster {
 
     /// The next queued action, in the order they were produced.
     pub fn poll_action(&mut self) -> Option<ClusterAction> {
+        if self.members_dirty {
+            self.members_dirty = false;
+            let text = self.members_file();
+            if text != self.saved_members {
+                self.saved_members.clone_from(&text);
+                self.actions.push_back(ClusterAction::SaveMembers(text));
+            }
+        }
         self.actions.pop_front()
+    }
+
+    /// The member list file: one joined member per line, `name@host port`, sorted.
+    fn members_file(&self) -> String {
+        let mut text = String::from(MEMBERS_FILE_HEADER);
+        for (node, m) in self.members.iter().filter(|(_, m)| !m.left) {
+            text.push_str(&format!("{node} {}\n", m.port));
+        }
+        text
+    }
+
+    /// Members from the file a previous run of this node wrote: dialled like stopped members
+    /// (incarnation 0, so anything the cluster says about them wins). Returns how many; bad
+    /// lines are skipped with a log line.
+    pub fn restore_members(&mut self, text: &str, now: Duration) -> usize {
+        if self.left {
+            return 0;
+        }
+        let mut restored = 0;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let parsed = line.split_once(' ').and_then(|(node, port)| {
+                Some((
+                    node.parse::<NodeName>().ok()?,
+                    port.trim().parse::<u16>().ok()?,
+                ))
+            });
+            let Some((node, port)) = parsed else {
+                tracing::warn!(
+                    line = i + 1,
+                    text = line,
+                    "ignoring a bad line of the member list file"
+                );
+                continue;
+            };
+            if node == self.cfg.node || self.members.contains_key(&node) {
+                continue;
+            }
+            self.members.insert(
+                node,
+                Member {
+                    port,
+                    incarnation: 0,
+                    left: false,
+                    down_since: Some(now),
+                    was_up: false,
+                },
+            );
+            restored += 1;
+        }
+        if restored > 0 {
+            tracing::info!(members = restored, "rejoining the members of the last run");
+            self.saved_members = self.members_file();
+            self.refresh_dials(now);
+        }
+        restored
     }
 
     // ---- links -------------------------------------------------------------------------
@@ -957,9 +1035,11 @@ impl Cluster {
             Some(m) => {
                 m.down_since = None;
                 m.was_up = true;
+                self.members_dirty |= m.port != port;
                 m.port = port;
                 if incarnation > m.incarnation {
                     m.incarnation = incarnation;
+                    self.members_dirty |= m.left;
                     m.left = false;
                     true
                 } else {
@@ -967,6 +1047,7 @@ impl Cluster {
                 }
             }
             None => {
+                self.members_dirty = true;
                 self.members.insert(
                     peer.clone(),
                     Member {
@@ -1210,6 +1291,7 @@ impl Cluster {
         for link in to_close {
             self.close(link, now);
         }
+        self.members_dirty |= changed;
         if changed {
             let members = LinkMessage::Members(self.member_entries());
             self.broadcast(&members);
@@ -1392,6 +1474,7 @@ impl Cluster {
                     m.left = true;
                 }
             }
+            self.members_dirty |= !expired.is_empty();
             if !expired.is_empty() {
                 let members = LinkMessage::Members(self.member_entries());
                 self.broadcast(&members);
@@ -1710,6 +1793,7 @@ impl Cluster {
             self.close(link, now);
         }
         self.members.clear();
+        self.members_dirty = true;
         self.dials.clear();
         self.join = None;
         let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
@@ -1734,6 +1818,7 @@ impl Cluster {
         };
         m.incarnation = m.incarnation.saturating_add(1);
         m.left = true;
+        self.members_dirty = true;
         tracing::info!(peer = %node, "removing a member (force-leave)");
         if let Some(&link) = self.peers.get(node) {
             self.close(link, now);

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::SystemTime;
 
 use ::tokio::io::{AsyncRead, AsyncWrite};
@@ -105,6 +106,14 @@ pub trait Net: Clone + Send + Sync + 'static {
         socket: &Self::UdpSocket,
         buf: &mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+
+    /// Reads a whole state file of the node (`Ok(None)` when it does not exist yet).
+    fn read_state(&self, path: &Path) -> impl Future<Output = io::Result<Option<Vec<u8>>>> + Send;
+
+    /// Replaces a state file of the node as a whole (never leaves it half written), creating
+    /// its directory. The simulation keeps it per host, across crashes, like a disk.
+    fn write_state(&self, path: &Path, bytes: &[u8])
+    -> impl Future<Output = io::Result<()>> + Send;
 
     /// Monotonic time of this network; `tokio::time::sleep_until` understands it on both backends.
     fn now(&self) -> ::tokio::time::Instant;

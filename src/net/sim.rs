@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
@@ -58,6 +59,8 @@ struct Knobs {
     /// Directed (sender, receiver) pairs whose datagrams are dropped (datagram partitions).
     datagram_cuts: BTreeSet<(IpAddr, IpAddr)>,
     connect_timeout: Duration,
+    /// Each host's state files: they survive a crash and restart, like a disk.
+    disk: BTreeMap<(Option<IpAddr>, PathBuf), Vec<u8>>,
 }
 
 impl Knobs {
@@ -69,6 +72,7 @@ impl Knobs {
             datagrams_dropped: 0,
             datagram_cuts: BTreeSet::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            disk: BTreeMap::new(),
         }
     }
 
@@ -299,6 +303,17 @@ impl Net for SimNet {
     #[allow(clippy::disallowed_methods)] // the host's paused tokio clock is the simulated time
     fn now(&self) -> tokio::time::Instant {
         tokio::time::Instant::now()
+    }
+
+    async fn read_state(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let key = (self.host, path.to_path_buf());
+        Ok(KNOBS.with(|k| k.borrow().disk.get(&key).cloned()))
+    }
+
+    async fn write_state(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let key = (self.host, path.to_path_buf());
+        KNOBS.with(|k| k.borrow_mut().disk.insert(key, bytes.to_vec()));
+        Ok(())
     }
 
     fn system_time(&self) -> SystemTime {

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::SystemTime;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -163,6 +164,30 @@ impl Net for TokioNet {
         buf: &mut [u8],
     ) -> io::Result<(usize, SocketAddr)> {
         socket.recv_from(buf).await
+    }
+
+    async fn read_state(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        // Small files read rarely (at start): plain blocking I/O is fine here.
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write_state(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write as _;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Write aside, flush to disk, then rename over: a crash leaves the old or the new file.
+        let tmp = path.with_extension("tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
     }
 
     #[allow(clippy::disallowed_methods)] // net/ is the one place that reads the clock

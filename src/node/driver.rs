@@ -112,6 +112,8 @@ pub(crate) struct ClusterSide<N: Net> {
     dropped_frames: u64,
     /// Multicast discovery's sending side (`cluster.discovery = mcast`).
     pub(crate) datagrams: Option<DatagramOut>,
+    /// The latest member list file, for the task that writes it to `node.data_dir`.
+    pub(crate) members_file: Option<tokio::sync::watch::Sender<String>>,
 }
 
 impl<N: Net> ClusterSide<N> {
@@ -123,6 +125,7 @@ impl<N: Net> ClusterSide<N> {
             joins: Vec::new(),
             dropped_frames: 0,
             datagrams: None,
+            members_file: None,
         }
     }
 }
@@ -417,6 +420,11 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     tokio::spawn(dial.instrument(span));
                 }
                 ClusterAction::Deliver(publish) => self.core.deliver_forwarded(publish, now),
+                ClusterAction::SaveMembers(text) => {
+                    if let Some(file) = &cluster.members_file {
+                        file.send_replace(text);
+                    }
+                }
                 ClusterAction::Announce(bytes) => {
                     if let Some(out) = &cluster.datagrams {
                         out.announce(&bytes);

@@ -256,6 +256,23 @@ fn cluster_bind(config: &Config) -> SocketAddr {
     SocketAddr::new(ip, config.cluster.port)
 }
 
+/// The member list file in `node.data_dir`: a restarted node dials these members again.
+pub const MEMBERS_FILE: &str = "cluster-members";
+
+/// Writes the latest member list whenever it changes (intermediate versions may be skipped).
+async fn save_members<N: Net>(
+    net: N,
+    path: std::path::PathBuf,
+    mut latest: watch::Receiver<String>,
+) {
+    while latest.changed().await.is_ok() {
+        let text = latest.borrow_and_update().clone();
+        if let Err(e) = net.write_state(&path, text.as_bytes()).await {
+            tracing::warn!(path = %path.display(), error = %e, "cannot save the member list");
+        }
+    }
+}
+
 /// A number that grows across restarts of a node (its start time in ms on the `Net` clock; the
 /// simulated clock in the simulator), so peers can tell a restarted node from the old one.
 fn incarnation<N: Net>(net: &N) -> u64 {
@@ -338,7 +355,22 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
             max_frame: cluster_config.max_frame,
             node_span: node_span.clone(),
         };
-        let cluster = Cluster::new(cluster_config, incarnation, seed, std::time::Duration::ZERO);
+        let mut cluster =
+            Cluster::new(cluster_config, incarnation, seed, std::time::Duration::ZERO);
+        let members_path = config.node.data_dir.join(MEMBERS_FILE);
+        match net.read_state(&members_path).await {
+            Ok(Some(bytes)) => {
+                let text = String::from_utf8_lossy(&bytes);
+                cluster.restore_members(&text, std::time::Duration::ZERO);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                parent: &node_span,
+                path = %members_path.display(),
+                error = %e,
+                "cannot read the member list of the last run; starting without it"
+            ),
+        }
         tokio::spawn(
             ctx.clone()
                 .accept_loop(listener, stop_rx.clone())
@@ -346,6 +378,11 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         );
         core.enable_cluster();
         let mut side = ClusterSide::new(cluster, ctx);
+        let (file_tx, file_rx) = watch::channel(String::new());
+        tokio::spawn(
+            save_members(net.clone(), members_path, file_rx).instrument(node_span.clone()),
+        );
+        side.members_file = Some(file_tx);
         if config.cluster.discovery == crate::config::Discovery::Mcast {
             let (out, _port) = discover::start(
                 &net,
