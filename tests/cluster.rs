@@ -387,3 +387,34 @@ async fn manual_join_leave_and_force_leave_print_the_emqx_texts() {
     );
     tokio::time::sleep(QUIET).await;
 }
+
+#[tokio::test]
+async fn a_whole_manual_cluster_killed_and_restarted_forms_again_from_its_data_dirs() {
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::start_nth("restart-all", i, 14374, "manual"))
+        .collect();
+    for n in &nodes[1..] {
+        let (ok, out, err) = n.ctl(&["cluster", "join", "n1@127.0.0.1"]);
+        assert!(ok, "{out}{err}");
+    }
+    for n in &nodes {
+        n.wait_status(&running(&[1, 2, 3])).await;
+    }
+    // The member list is on disk: what `node.data_dir` is for.
+    let data1 = nodes[0].config.parent().unwrap().join("data1");
+    let file = std::fs::read_to_string(data1.join("cluster-members")).unwrap();
+    assert!(
+        file.lines().any(|l| l == "n2@127.0.0.2 14374") && file.contains("n3@127.0.0.3 14374"),
+        "{file}"
+    );
+
+    // Power cut: every node killed, nobody joins anything afterwards.
+    let configs: Vec<(PathBuf, String)> = nodes.into_iter().map(Node::kill).collect();
+    let nodes: Vec<Node> = configs
+        .into_iter()
+        .map(|(config, name)| Node::start(config, name))
+        .collect();
+    for n in &nodes {
+        n.wait_status(&running(&[1, 2, 3])).await;
+    }
+}
