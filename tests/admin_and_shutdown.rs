@@ -171,6 +171,8 @@ async fn sigterm_stops_the_binary_gracefully() {
             "listener.tcp.bind=127.0.0.1:0",
             "--set",
             "admin.bind=off",
+            "--set",
+            "cluster.port=0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
