@@ -86,8 +86,10 @@ async fn node(name: &str, extra: &[(&str, &str)]) -> RunningNode {
         }
     };
     let mqtt = bind("0");
+    let data_dir = common::unique_data_dir();
     let mut pairs = vec![
         ("node.name", name),
+        ("node.data_dir", data_dir.as_str()),
         ("node.cookie", COOKIE),
         ("listener.tcp.bind", mqtt.as_str()),
         ("admin.bind", "off"),

@@ -18,12 +18,23 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// How long a test waits to be sure something does NOT happen.
 pub const QUIET: Duration = Duration::from_millis(400);
 
+/// A fresh `node.data_dir` for one node of one test: nodes keep their cluster member list
+/// there and read it at start, so nodes of parallel tests must never share one.
+pub fn unique_data_dir() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("flockmq-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.display().to_string()
+}
+
 /// Starts a node on 127.0.0.1 with ephemeral MQTT and admin ports, plus `extra` config keys.
 pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
+    let data_dir = unique_data_dir();
     let mut pairs = vec![
         ("listener.tcp.bind", "127.0.0.1:0"),
         ("admin.bind", "127.0.0.1:0"),
-        ("node.data_dir", "target/test-data"),
+        ("node.data_dir", data_dir.as_str()),
         // Any free cluster port: many single nodes run in parallel on 127.0.0.1.
         ("cluster.port", "0"),
     ];
