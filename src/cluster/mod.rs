@@ -397,6 +397,16 @@ struct InStream {
     acked: u64,
 }
 
+impl InStream {
+    /// The cumulative ack to send, once at least `min` (>= 1) numbers arrived since the last.
+    fn take_ack(&mut self, min: u64) -> Option<u64> {
+        (self.received.saturating_sub(self.acked) >= min.max(1)).then(|| {
+            self.acked = self.received;
+            self.received
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Dial {
     attempt: u32,
@@ -946,12 +956,7 @@ impl Cluster {
                 self.authenticated(link, peer.node, peer.port, peer.incarnation, now);
             }
             (_, LinkMessage::Reject { reason }) => {
-                let who = describe(l);
-                if reason == DUPLICATE_LINK {
-                    tracing::info!(peer = %who, "peer keeps another link to us; closing this one");
-                } else {
-                    tracing::warn!(peer = %who, reason, "peer refused the link");
-                }
+                log_peer_reject(&describe(l), &reason, "peer refused the link");
                 if let Some(l) = self.links.remove(&link) {
                     self.actions.push_back(ClusterAction::Close { link });
                     if let Some(node) = &l.dialed {
@@ -1150,10 +1155,7 @@ impl Cluster {
             return;
         }
         inbound.received = seq;
-        let ack = (inbound.received - inbound.acked >= ACK_EVERY).then(|| {
-            inbound.acked = inbound.received;
-            inbound.received
-        });
+        let ack = inbound.take_ack(ACK_EVERY);
         self.metrics.forwards_received += 1;
         self.actions.push_back(ClusterAction::Deliver(publish));
         if let Some(upto) = ack {
@@ -1195,11 +1197,7 @@ impl Cluster {
             }
             LinkMessage::Resume { received } => self.resume(link, &peer, received),
             LinkMessage::Reject { reason } => {
-                if reason == DUPLICATE_LINK {
-                    tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
-                } else {
-                    tracing::warn!(peer = %peer, reason, "peer closed the link");
-                }
+                log_peer_reject(&peer, &reason, "peer closed the link");
                 self.close(link, now);
             }
             other @ (LinkMessage::Hello { .. }
@@ -1427,9 +1425,8 @@ impl Cluster {
                 // Acknowledge what arrived since the last ack, however few.
                 let peer = self.links.get(&link).and_then(Link::up_peer);
                 let inbound = peer.and_then(|p| self.ins.get_mut(p));
-                if let Some(inbound) = inbound.filter(|i| i.received > i.acked) {
-                    inbound.acked = inbound.received;
-                    let ack = wire::encode(&LinkMessage::Ack(inbound.received));
+                if let Some(upto) = inbound.and_then(|i| i.take_ack(1)) {
+                    let ack = wire::encode(&LinkMessage::Ack(upto));
                     self.actions
                         .push_back(ClusterAction::Send { link, frame: ack });
                 }
@@ -1896,6 +1893,16 @@ impl Cluster {
             forwards_unacked: self.outs.values().map(|o| o.unacked.len() as u64).sum(),
             ..self.metrics.clone()
         }
+    }
+}
+
+/// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
+/// warning saying `what`.
+fn log_peer_reject(peer: &dyn std::fmt::Display, reason: &str, what: &str) {
+    if reason == DUPLICATE_LINK {
+        tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
+    } else {
+        tracing::warn!(peer = %peer, reason, "{what}");
     }
 }
 

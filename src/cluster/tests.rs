@@ -40,6 +40,11 @@ fn config(node: &str, discovery: Discovery, seeds: &[&str]) -> ClusterConfig {
     }
 }
 
+/// Node n1 on its own (incarnation 1, seed 1, started at 0).
+fn lone_n1(discovery: Discovery) -> Cluster {
+    Cluster::new(config("n1@10.0.0.1", discovery, &[]), 1, 1, Duration::ZERO)
+}
+
 enum Ev {
     Connect {
         from: usize,
@@ -867,12 +872,7 @@ fn cluster_status_renders_like_emqx() {
 
 #[test]
 fn backoff_grows_is_capped_and_jittered() {
-    let mut c = Cluster::new(
-        config("n1@10.0.0.1", Discovery::Manual, &[]),
-        1,
-        1,
-        Duration::ZERO,
-    );
+    let mut c = lone_n1(Discovery::Manual);
     let first = c.backoff(0);
     assert!(
         first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
@@ -981,12 +981,7 @@ fn own_announces_looped_back_are_ignored() {
 
 /// Feeds `datagram` to a fresh n1 and returns its actions and metrics.
 fn n1_hears(datagram: &[u8]) -> (Vec<ClusterAction>, ClusterMetrics) {
-    let mut c = Cluster::new(
-        config("n1@10.0.0.1", Discovery::Mcast, &[]),
-        1,
-        1,
-        Duration::ZERO,
-    );
+    let mut c = lone_n1(Discovery::Mcast);
     let _ = actions(&mut c);
     let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
     c.handle_datagram(from, datagram, Duration::ZERO);
@@ -1428,23 +1423,13 @@ fn a_whole_manual_cluster_restarted_finds_itself_again_from_its_member_files() {
 
 #[test]
 fn bad_lines_of_a_member_list_file_are_skipped() {
-    let mut c = Cluster::new(
-        config("n1@10.0.0.1", Discovery::Manual, &[]),
-        1,
-        1,
-        Duration::ZERO,
-    );
+    let mut c = lone_n1(Discovery::Manual);
     let text = "# comment\n\nn2@10.0.0.2 4370\ngarbage\nn3@10.0.0.3 notaport\nn1@10.0.0.1 4370\n\
                 n4@[fd00::4] 4371\n";
     assert_eq!(c.restore_members(text, Duration::ZERO), 2);
     assert_eq!(c.status().stopped_nodes, vec!["n2@10.0.0.2", "n4@fd00::4"]);
     // What a node writes, it reads back (IPv6 hosts included).
-    let mut again = Cluster::new(
-        config("n1@10.0.0.1", Discovery::Manual, &[]),
-        1,
-        1,
-        Duration::ZERO,
-    );
+    let mut again = lone_n1(Discovery::Manual);
     assert_eq!(again.restore_members(&c.members_file(), Duration::ZERO), 2);
     assert_eq!(again.members_file(), c.members_file());
     c.handle_timeout(Duration::ZERO);
