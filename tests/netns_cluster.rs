@@ -170,22 +170,6 @@ fn set_link(lab: &NetnsLab, k: usize, state: &str) {
     }
 }
 
-/// Polls n`k`'s `cluster status` until it contains `needle`.
-fn wait_status_contains(lab: &NetnsLab, k: usize, needle: &str) {
-    let mut last = String::new();
-    for _ in 0..common::netns::polls() {
-        let (_, status, _) = lab.ctl(k, &["cluster", "status"]);
-        if status.contains(needle) {
-            return;
-        }
-        last = status;
-        std::thread::sleep(common::netns::POLL);
-    }
-    lab.fail(&format!(
-        "n{k}: status never contained {needle:?}; last: {last}"
-    ));
-}
-
 /// QoS 1 messages published on n1 for a subscriber on n3 while n3's network is cut — some
 /// written to the dead link before anyone noticed, some while n3 is listed as stopped — all
 /// reach the subscriber once the network is back: the cluster buffers and resends them.
@@ -211,7 +195,10 @@ fn qos1_forwards_survive_a_real_network_cut() {
     set_link(&lab, 3, "down");
     // Written to links that are already dead but not yet known to be.
     publish_range(&lab, 1, topic, 20..30);
-    wait_status_contains(&lab, 1, &format!("stopped_nodes,['{}']", names[2]));
+    let stopped = format!("stopped_nodes,['{}']", names[2]);
+    lab.wait_status_where(1, &format!("one containing {stopped:?}"), |s| {
+        s.contains(&stopped)
+    });
     // Buffered for the stopped node.
     publish_range(&lab, 1, topic, 30..45);
     set_link(&lab, 3, "up");

@@ -361,6 +361,12 @@ impl NetnsLab {
 
     /// Polls `cluster status` on node `k` until it prints `expected`.
     pub fn wait_status(&self, k: usize, expected: &str) {
+        self.wait_status_where(k, &format!("{expected:?}"), |status| status == expected);
+    }
+
+    /// Polls `cluster status` on node `k` until `done` accepts it (trailing newline removed);
+    /// `wanted` describes what was waited for in the failure message.
+    pub fn wait_status_where(&self, k: usize, wanted: &str, done: impl Fn(&str) -> bool) {
         let mut last = String::new();
         for _ in 0..polls() {
             let (ok, out, err) = self.ctl(k, &["cluster", "status"]);
@@ -369,13 +375,13 @@ impl NetnsLab {
             } else {
                 format!("(ctl failed) {err}")
             };
-            if last.trim_end() == expected {
+            if done(last.trim_end()) {
                 return;
             }
             std::thread::sleep(POLL);
         }
         self.fail(&format!(
-            "n{k}: status stayed {:?} for {DEADLINE:?}, expected {expected:?}",
+            "n{k}: status stayed {:?} for {DEADLINE:?}, expected {wanted}",
             last.trim_end()
         ));
     }
