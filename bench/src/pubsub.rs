@@ -797,48 +797,45 @@ mod tests {
         }
     }
 
-    /// Runs `spec` against a fresh fake broker on a single-threaded runtime, as `main` does.
-    fn run_against_fake(knobs: Knobs, protocol: Protocol, spec: Spec) -> TestResult {
+    /// Runs `fut` on a fresh single-threaded runtime inside a `LocalSet`, as `main` does.
+    fn on_local_runtime<F: std::future::Future>(fut: F) -> F::Output {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local
-            .block_on(&runtime, async move {
-                let addr = fake_broker::start(knobs).await?;
-                anyhow::Ok(run(Targets::single(Target { addr, protocol }), spec).await?)
-            })
-            .expect("scenario")
+        tokio::task::LocalSet::new().block_on(&runtime, fut)
+    }
+
+    /// Runs `spec` against a fresh fake broker on a single-threaded runtime, as `main` does.
+    fn run_against_fake(knobs: Knobs, protocol: Protocol, spec: Spec) -> TestResult {
+        on_local_runtime(async move {
+            let addr = fake_broker::start(knobs).await?;
+            anyhow::Ok(run(Targets::single(Target { addr, protocol }), spec).await?)
+        })
+        .expect("scenario")
     }
 
     /// Runs `spec` with publishers on one listener of a two-listener fake "cluster" whose first
     /// `unrouted` publishes go nowhere, and subscribers on the other.
     fn run_across_nodes(unrouted: u64, route_wait: Option<Duration>, spec: Spec) -> TestResult {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local
-            .block_on(&runtime, async move {
-                let knobs = Knobs {
-                    unrouted_first: unrouted,
-                    ..Knobs::default()
-                };
-                let addrs = fake_broker::start_nodes(knobs, 2).await?;
-                let target = |i: usize| Target {
-                    addr: addrs[i],
-                    protocol: Protocol::V5,
-                };
-                let targets = Targets {
-                    publishers: target(0),
-                    subscribers: target(1),
-                    route_wait,
-                };
-                anyhow::Ok(run(targets, spec).await?)
-            })
-            .expect("scenario")
+        on_local_runtime(async move {
+            let knobs = Knobs {
+                unrouted_first: unrouted,
+                ..Knobs::default()
+            };
+            let addrs = fake_broker::start_nodes(knobs, 2).await?;
+            let target = |i: usize| Target {
+                addr: addrs[i],
+                protocol: Protocol::V5,
+            };
+            let targets = Targets {
+                publishers: target(0),
+                subscribers: target(1),
+                route_wait,
+            };
+            anyhow::Ok(run(targets, spec).await?)
+        })
+        .expect("scenario")
     }
 
     fn count(result: &TestResult, key: &str) -> u64 {
@@ -955,12 +952,7 @@ mod tests {
 
     #[test]
     fn a_route_that_never_forms_fails_the_scenario() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        let outcome = local.block_on(&runtime, async move {
+        let outcome = on_local_runtime(async move {
             let knobs = Knobs {
                 unrouted_first: u64::MAX,
                 ..Knobs::default()
