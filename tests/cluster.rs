@@ -187,6 +187,19 @@ impl Node {
     }
 }
 
+/// Polls a file the node writes in the background until its text satisfies `done`.
+async fn wait_file(path: &std::path::Path, done: impl Fn(&str) -> bool) {
+    let mut last = None;
+    for _ in 0..polls() {
+        last = Some(std::fs::read_to_string(path));
+        if matches!(&last, Some(Ok(text)) if done(text)) {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("{}: stayed {last:?}", path.display());
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -400,13 +413,19 @@ async fn a_whole_manual_cluster_killed_and_restarted_forms_again_from_its_data_d
     for n in &nodes {
         n.wait_status(&running(&[1, 2, 3])).await;
     }
-    // The member list is on disk: what `node.data_dir` is for.
-    let data1 = nodes[0].config.parent().unwrap().join("data1");
-    let file = std::fs::read_to_string(data1.join("cluster-members")).unwrap();
-    assert!(
-        file.lines().any(|l| l == "n2@127.0.0.2 14374") && file.contains("n3@127.0.0.3 14374"),
-        "{file}"
-    );
+    // The member list is on disk: what `node.data_dir` is for. A task writes it after the
+    // membership changed, so wait for it (and for every node's copy before the power cut).
+    for (i, n) in nodes.iter().enumerate() {
+        let data = n.config.parent().unwrap().join(format!("data{}", i + 1));
+        let others: Vec<String> = (1..=3)
+            .filter(|&j| j != i + 1)
+            .map(|j| format!("{} 14374", node_name(j)))
+            .collect();
+        wait_file(&data.join("cluster-members"), |text| {
+            others.iter().all(|o| text.lines().any(|l| l == o))
+        })
+        .await;
+    }
 
     // Power cut: every node killed, nobody joins anything afterwards.
     let configs: Vec<(PathBuf, String)> = nodes.into_iter().map(Node::kill).collect();
