@@ -541,6 +541,18 @@ fn render_size(n: u64) -> String {
     n.to_string()
 }
 
+/// A size of at least `min` bytes that fits in memory.
+fn parse_size_usize(v: &str, min: usize) -> Result<usize, String> {
+    match usize::try_from(parse_size(v)?) {
+        Ok(n) if n >= min => Ok(n),
+        Ok(_) => Err(format!(
+            "'{v}' is below the minimum of {}",
+            render_size(min as u64)
+        )),
+        Err(_) => Err(format!("'{v}' is too large")),
+    }
+}
+
 fn parse_int<T>(v: &str, min: T, max: T) -> Result<T, String>
 where
     T: FromStr + PartialOrd + fmt::Display + Copy,
@@ -802,14 +814,29 @@ static KEYS: &[KeySpec] = &[
         },
     },
     KeySpec {
+        key: "mqtt.max_subscriptions",
+        apply: |c, v| set(&mut c.mqtt.max_subscriptions, parse_int(v, 1, usize::MAX)),
+        render: |c| c.mqtt.max_subscriptions.to_string(),
+    },
+    KeySpec {
         key: "mqtt.max_topic_alias",
         apply: |c, v| set(&mut c.mqtt.max_topic_alias, parse_int(v, 0, u16::MAX)),
         render: |c| c.mqtt.max_topic_alias.to_string(),
     },
     KeySpec {
+        key: "mqtt.max_topic_alias_bytes",
+        apply: |c, v| set(&mut c.mqtt.max_topic_alias_bytes, parse_size_usize(v, 1024)),
+        render: |c| render_size(c.mqtt.max_topic_alias_bytes as u64),
+    },
+    KeySpec {
         key: "mqtt.max_topic_levels",
         apply: |c, v| set(&mut c.mqtt.max_topic_levels, parse_int(v, 1, 65535)),
         render: |c| c.mqtt.max_topic_levels.to_string(),
+    },
+    KeySpec {
+        key: "mqtt.output_budget",
+        apply: |c, v| set(&mut c.mqtt.output_budget, parse_size_usize(v, 1024 * 1024)),
+        render: |c| render_size(c.mqtt.output_budget as u64),
     },
     KeySpec {
         key: "mqtt.retain_available",

@@ -2,84 +2,13 @@
 //! the MQTT flows with the mosquitto command-line clients (run whenever they are installed; CI
 //! installs them and then requires them).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flockmq");
+mod common;
 
-/// A broker process started with `flockmq start`, killed on drop.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Broker {
-    fn start(extra: &[&str]) -> Broker {
-        let data = std::env::temp_dir().join(format!("flockmq-cli-{}", std::process::id()));
-        let mut cmd = Command::new(BIN);
-        cmd.args([
-            "start",
-            "--set",
-            "listener.tcp.bind=127.0.0.1:0",
-            "--set",
-            "admin.bind=127.0.0.1:0",
-            "--set",
-            "cluster.port=0",
-        ])
-        .arg("--set")
-        .arg(format!("node.data_dir={}", data.display()));
-        for e in extra {
-            cmd.args(["--set", e]);
-        }
-        let mut child = cmd
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flockmq binary runs");
-        let addr = listen_addr(&mut child).expect("broker prints its MQTT address");
-        Broker { child, addr }
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads the broker's log (stdout and stderr) until the line announcing the MQTT listener.
-fn listen_addr(child: &mut Child) -> Option<SocketAddr> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
-        Box::new(child.stdout.take()?),
-        Box::new(child.stderr.take()?),
-    ];
-    for s in streams {
-        let tx = tx.clone();
-        #[allow(clippy::disallowed_methods)] // test harness, not broker code
-        std::thread::spawn(move || {
-            for line in BufReader::new(s).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening for MQTT on ").nth(1) {
-                    let addr = rest
-                        .split(|c: char| c == ',' || c.is_whitespace())
-                        .next()
-                        .unwrap_or("");
-                    let _ = tx.send(addr.parse::<SocketAddr>().ok());
-                }
-            }
-        });
-    }
-    rx.recv_timeout(Duration::from_secs(30)).ok().flatten()
-}
+use common::binary::{BIN, Broker};
 
 fn have(tool: &str) -> bool {
     Command::new(tool)

@@ -87,7 +87,12 @@ impl Broker {
                 0
             },
             aliases: BTreeMap::new(),
+            alias_bytes: 0,
+            alias_budget: self.config.max_topic_alias_bytes,
             retry_armed: false,
+            unwritten: 0,
+            output_window: self.config.conn_output_window,
+            paused: false,
         });
         if let Some(c) = self.connections.get_mut(&conn) {
             c.session = Some(key);

@@ -27,6 +27,8 @@ pub(crate) struct InflightEntry {
     pub state: OutState,
     /// When it (or its PUBREL) was last written, for the retry timer.
     pub sent_at: Duration,
+    /// Due for a resend that waits for the connection to drain (see `Session::resend_marked`).
+    pub resend: bool,
 }
 
 /// The in-flight window towards one client.
@@ -123,9 +125,11 @@ mod tests {
                 retain: false,
                 sub_ids: Vec::new(),
                 shared: None,
+                from_store: false,
             },
             state: OutState::Qos1Sent,
             sent_at: Duration::ZERO,
+            resend: false,
         }
     }
 

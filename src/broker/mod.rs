@@ -54,6 +54,10 @@ pub enum Action {
     },
     /// Flush what was sent so far, then close the connection. No further actions name it.
     Close { conn: ConnId },
+    /// The connection has been handed `BrokerConfig::conn_output_window` bytes of PUBLISHes and
+    /// is paused: call `Broker::connection_drained` once everything sent on it so far has been
+    /// written to the socket.
+    NotifyDrained { conn: ConnId },
 }
 
 /// Limits and switches of the single-node core (the `mqtt.*` config keys).
@@ -83,6 +87,16 @@ pub struct BrokerConfig {
     pub retry_interval: Duration,
     /// A connection that has not completed CONNECT within this time is closed (0 = never).
     pub connect_timeout: Duration,
+    /// PUBLISH bytes handed to one connection before it pauses until they are written: retained
+    /// floods and resumed sessions are paced by what the client reads.
+    pub conn_output_window: usize,
+    /// Topic bytes one connection's alias table may hold, each direction (`mqtt.max_topic_alias_bytes`).
+    pub max_topic_alias_bytes: usize,
+    /// Subscriptions one session may hold (`mqtt.max_subscriptions`).
+    pub max_subscriptions: usize,
+    /// Unwritten output of all connections together above which the node counts as congested
+    /// (`mqtt.output_budget`; measured by the node driver, see `Broker::set_congested`).
+    pub output_budget: usize,
 }
 
 impl Default for BrokerConfig {
@@ -100,6 +114,10 @@ impl Default for BrokerConfig {
             max_client_id_len: 65535,
             retry_interval: Duration::ZERO,
             connect_timeout: Duration::from_secs(10),
+            conn_output_window: 1024 * 1024,
+            max_topic_alias_bytes: 1024 * 1024,
+            max_subscriptions: 100_000,
+            output_budget: 256 * 1024 * 1024,
         }
     }
 }
@@ -209,6 +227,8 @@ struct Connection {
     connect_expiry_zero: bool,
     /// Client -> server topic aliases.
     client_aliases: BTreeMap<u16, ByteString>,
+    /// Topic bytes held by `client_aliases` (bounded by `max_topic_alias_bytes`).
+    client_alias_bytes: usize,
 }
 
 impl Broker {
@@ -290,6 +310,7 @@ impl Broker {
                 last_activity: now,
                 connect_expiry_zero: true,
                 client_aliases: BTreeMap::new(),
+                client_alias_bytes: 0,
             },
         );
         if !self.config.connect_timeout.is_zero() {
@@ -362,6 +383,21 @@ impl Broker {
             }
         };
         self.end_connection(conn, reason, true, now);
+    }
+
+    /// Everything sent on `conn` so far has been written (answer to `Action::NotifyDrained`):
+    /// its session sends what waited.
+    pub fn connection_drained(&mut self, conn: ConnId, now: Duration) {
+        let Some(key) = self.connections.get(&conn).and_then(|c| c.session) else {
+            return;
+        };
+        self.with_session(key, now, |s, cfg, out, now| s.on_drained(cfg, out, now));
+    }
+
+    /// Whether the node's unwritten output is over its budget (`mqtt.output_budget`), as the
+    /// driver measures it: while it is, QoS 0 messages for paused connections are dropped.
+    pub fn set_congested(&mut self, congested: bool) {
+        self.out.congested = congested;
     }
 
     /// Timers (keepalive, will delay, session expiry, message expiry, retries) due at `now`.

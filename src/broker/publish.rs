@@ -103,6 +103,13 @@ impl Broker {
                     None => return Err(ReasonCode::ProtocolError),
                 }
             } else {
+                let old = c.client_aliases.get(&alias).map_or(0, |t| t.len());
+                let bytes = c.client_alias_bytes - old + p.topic.len();
+                if bytes > cfg.max_topic_alias_bytes {
+                    tracing::debug!(?conn, bytes, "topic alias table over its memory budget");
+                    return Err(ReasonCode::QuotaExceeded);
+                }
+                c.client_alias_bytes = bytes;
                 // A copy, so the alias table does not pin this whole frame (payload included).
                 c.client_aliases.insert(alias, ByteString::from(&*p.topic));
             }
@@ -180,6 +187,7 @@ impl Broker {
                 retain: msg.retain && as_published,
                 sub_ids: run.iter().filter_map(|m| m.opts.sub_id).collect(),
                 shared: None,
+                from_store: false,
             };
             matched += 1;
             if let Some(s) = self.sessions.get_mut(first.key) {
@@ -265,6 +273,7 @@ impl Broker {
             retain: msg.retain && opts.retain_as_published,
             sub_ids: opts.sub_id.into_iter().collect(),
             shared: Some((group, filter)),
+            from_store: false,
         };
         if let Some(s) = self.sessions.get_mut(key) {
             s.deliver(delivery, &self.config, &mut self.out, now);

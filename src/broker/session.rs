@@ -172,6 +172,10 @@ pub(crate) struct Delivery {
     /// The shared subscription (group, inner filter) that chose this session, if any: when the
     /// session ends before the client has the message, another member of the group gets it.
     pub shared: Option<(ByteString, ByteString)>,
+    /// A retained message sent because of a SUBSCRIBE: it waits in the queue outside
+    /// `max_queued_messages` (its own bound is the retained store's size), so a subscription that
+    /// matches many retained messages gets all of them, paced by what the client reads.
+    pub from_store: bool,
 }
 
 /// Where the broker's output goes: actions for the driver and the counters.
@@ -179,6 +183,9 @@ pub(crate) struct Delivery {
 pub(crate) struct Outbox {
     pub actions: VecDeque<Action>,
     pub metrics: BrokerMetrics,
+    /// Set by the driver while the node's unwritten output is over `mqtt.output_budget`: QoS 0
+    /// messages for paused connections are then dropped instead of queued.
+    pub congested: bool,
 }
 
 impl Outbox {
@@ -200,8 +207,19 @@ pub(crate) struct Link {
     pub alias_max: u16,
     /// Server -> client aliases assigned on this connection.
     pub aliases: BTreeMap<ByteString, u16>,
+    /// Bytes of topic held by `aliases` (bounded by `alias_budget`).
+    pub alias_bytes: usize,
+    /// `mqtt.max_topic_alias_bytes`: no new outbound alias once `alias_bytes` would pass it.
+    pub alias_budget: usize,
     /// Whether a retry timer is armed for this connection.
     pub retry_armed: bool,
+    /// PUBLISH bytes handed to the connection since it last reported everything written.
+    pub unwritten: usize,
+    /// `unwritten` at which the link pauses (`BrokerConfig::conn_output_window`).
+    pub output_window: usize,
+    /// Paused: no new PUBLISH goes out until the driver reports the connection drained
+    /// (`Broker::connection_drained`); deliveries wait in the session queue meanwhile.
+    pub paused: bool,
 }
 
 impl Link {
@@ -218,8 +236,11 @@ impl Link {
             out.dropped(qos);
             return false;
         }
+        let mut size = 0;
         if let Packet::Publish(p) = &mut packet {
             self.apply_alias(p);
+            // An estimate (properties aside) is enough for pacing; exact sizes cost an encode.
+            size = PUBLISH_OVERHEAD + p.topic.len() + p.payload.len();
         }
         out.metrics.messages_out[qos as usize] += 1;
         out.actions.push_back(Action::Send {
@@ -227,6 +248,12 @@ impl Link {
             protocol: self.protocol,
             packet,
         });
+        self.unwritten += size;
+        if self.unwritten >= self.output_window && !self.paused {
+            self.paused = true;
+            out.actions
+                .push_back(Action::NotifyDrained { conn: self.conn });
+        }
         true
     }
 
@@ -239,10 +266,13 @@ impl Link {
             p.topic = ByteString::new();
             return;
         }
-        if self.aliases.len() < usize::from(self.alias_max) {
+        if self.aliases.len() < usize::from(self.alias_max)
+            && self.alias_bytes + p.topic.len() <= self.alias_budget
+        {
             let alias = self.aliases.len() as u16 + 1;
             // A copy, so the alias table does not pin the publisher's whole frame.
             self.aliases.insert(ByteString::from(&*p.topic), alias);
+            self.alias_bytes += p.topic.len();
             p.properties.topic_alias = Some(alias);
         }
     }
@@ -255,6 +285,9 @@ impl Link {
         });
     }
 }
+
+/// Bytes counted per PUBLISH on top of its topic and payload when pacing a connection.
+const PUBLISH_OVERHEAD: usize = 16;
 
 /// Builds the PUBLISH for one delivery (MQTT 5 properties only for MQTT 5 clients).
 fn build_publish(
@@ -305,8 +338,12 @@ pub(crate) struct Session {
     /// Filters as the client wrote them (`$share/...` included).
     pub subscriptions: BTreeSet<ByteString>,
     pub inflight: Inflight,
-    /// Messages waiting for the window (online) or for the client (offline).
+    /// Messages waiting for the window or a paused link (online) or for the client (offline).
     pub queue: VecDeque<Delivery>,
+    /// How many of `queue` are retained messages sent because of a SUBSCRIBE (`from_store`).
+    pub stored_queued: usize,
+    /// When the full queue was last purged of expired messages.
+    purged_at: Option<Duration>,
     /// Inbound QoS 2 packet ids delivered but not yet released by PUBREL.
     pub incoming_qos2: Vec<u16>,
     /// The will of the current (or, during will delay, the last) connection.
@@ -327,6 +364,8 @@ impl Session {
             subscriptions: BTreeSet::new(),
             inflight: Inflight::default(),
             queue: VecDeque::new(),
+            stored_queued: 0,
+            purged_at: None,
             incoming_qos2: Vec::new(),
             will: None,
         }
@@ -337,8 +376,8 @@ impl Session {
         usize::from(client.min(cfg.max_inflight).max(1))
     }
 
-    /// Hands one message to this session: sent now if connected and the window allows, else
-    /// queued (QoS>0 only when offline), else dropped.
+    /// Hands one message to this session: sent now if connected, not paused and the window
+    /// allows, else queued (QoS 0 only while online and the node is not congested), else dropped.
     pub fn deliver(&mut self, d: Delivery, cfg: &BrokerConfig, out: &mut Outbox, now: Duration) {
         let Some(link) = self.link.as_mut() else {
             if d.qos == QoS::AtMostOnce {
@@ -348,6 +387,16 @@ impl Session {
             }
             return;
         };
+        if link.paused {
+            if d.qos == QoS::AtMostOnce && out.congested {
+                // The node holds too much unwritten output: QoS 0 for a client that is not
+                // keeping up goes first.
+                out.dropped(d.qos);
+            } else {
+                self.enqueue(d, cfg, out, now);
+            }
+            return;
+        }
         if d.qos == QoS::AtMostOnce {
             let p = build_publish(&d, None, false, link.protocol, now);
             link.send_publish(p, out);
@@ -360,9 +409,42 @@ impl Session {
         self.send_new(d, out, now);
     }
 
+    /// Hands a retained message matched by a SUBSCRIBE to this session: like `deliver`, but when
+    /// it has to wait it is queued outside `max_queued_messages`, up to `limit` such messages.
+    pub fn deliver_stored(
+        &mut self,
+        mut d: Delivery,
+        limit: usize,
+        cfg: &BrokerConfig,
+        out: &mut Outbox,
+        now: Duration,
+    ) {
+        d.from_store = true;
+        let must_wait = match &self.link {
+            None => true,
+            Some(link) if link.paused => true,
+            Some(_) if d.qos == QoS::AtMostOnce => false,
+            Some(_) => !self.queue.is_empty() || self.inflight.len() >= self.window(cfg),
+        };
+        if !must_wait {
+            return self.deliver(d, cfg, out, now);
+        }
+        if self.stored_queued >= limit {
+            tracing::debug!(client_id = %self.client_id, "retained backlog full, message dropped");
+            out.dropped(d.qos);
+            return;
+        }
+        self.stored_queued += 1;
+        self.queue.push_back(d);
+    }
+
     fn enqueue(&mut self, d: Delivery, cfg: &BrokerConfig, out: &mut Outbox, now: Duration) {
-        if self.queue.len() >= cfg.max_queued_messages {
-            // Expired messages must not cost a fresh one its place.
+        if self.queue.len() - self.stored_queued >= cfg.max_queued_messages
+            && self.purged_at != Some(now)
+        {
+            // Expired messages must not cost a fresh one its place. Once per instant: a flood
+            // into a full queue must not rescan it for every message.
+            self.purged_at = Some(now);
             self.queue.retain(|q| {
                 let expired = q.msg.expired(now);
                 if expired {
@@ -370,8 +452,9 @@ impl Session {
                 }
                 !expired
             });
+            self.stored_queued = self.queue.iter().filter(|q| q.from_store).count();
         }
-        if self.queue.len() >= cfg.max_queued_messages {
+        if self.queue.len() - self.stored_queued >= cfg.max_queued_messages {
             tracing::debug!(client_id = %self.client_id, "queue full, message dropped");
             out.dropped(d.qos);
         } else {
@@ -399,17 +482,27 @@ impl Session {
                 delivery: d,
                 state,
                 sent_at: now,
+                resend: false,
             });
         }
     }
 
-    /// Moves queued messages into the window while it has room (dropping expired ones).
+    /// Whether the session has a live link that may take another PUBLISH now.
+    fn can_send(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| !l.paused)
+    }
+
+    /// Moves queued messages into the window while it has room and the link is not paused
+    /// (dropping expired ones).
     pub fn pump(&mut self, cfg: &BrokerConfig, out: &mut Outbox, now: Duration) {
         let window = self.window(cfg);
-        while self.link.is_some() && self.inflight.len() < window {
+        while self.can_send() && self.inflight.len() < window {
             let Some(d) = self.queue.pop_front() else {
                 break;
             };
+            if d.from_store {
+                self.stored_queued -= 1;
+            }
             if d.msg.expired(now) {
                 out.dropped(d.qos);
                 continue;
@@ -425,23 +518,44 @@ impl Session {
         }
     }
 
-    /// Resends everything unacknowledged (PUBLISH with DUP, or PUBREL), in first-send order,
-    /// with `now` as the new send time; entries too large for the client are dropped.
+    /// Marks everything unacknowledged for a resend (PUBLISH with DUP, or PUBREL), with `now` as
+    /// the new send time, and resends in first-send order as far as the link is not paused;
+    /// `resend_marked` goes on when the connection has drained.
     pub fn resend_inflight(
         &mut self,
         out: &mut Outbox,
         now: Duration,
         only_older_than: Option<Duration>,
     ) {
+        if self.link.is_none() {
+            return;
+        }
+        for e in self.inflight.iter_mut() {
+            if only_older_than.is_some_and(|limit| e.sent_at > limit) {
+                continue;
+            }
+            // The retry timer counts from here even if the link is paused and the resend waits.
+            e.sent_at = now;
+            e.resend = true;
+        }
+        self.resend_marked(out, now);
+    }
+
+    /// Resends the entries marked by `resend_inflight` until the link pauses; entries too large
+    /// for the client are dropped.
+    fn resend_marked(&mut self, out: &mut Outbox, now: Duration) {
         let Some(link) = self.link.as_mut() else {
             return;
         };
         let mut too_large = Vec::new();
         for e in self.inflight.iter_mut() {
-            if only_older_than.is_some_and(|limit| e.sent_at > limit) {
+            if !e.resend {
                 continue;
             }
-            e.sent_at = now;
+            if link.paused {
+                break;
+            }
+            e.resend = false;
             match e.state {
                 OutState::Qos1Sent | OutState::Qos2Sent => {
                     let p = build_publish(&e.delivery, Some(e.packet_id), true, link.protocol, now);
@@ -455,6 +569,18 @@ impl Session {
         for id in too_large {
             self.inflight.remove(id);
         }
+    }
+
+    /// The connection has written everything handed to it: the link resumes, first with the
+    /// resends it still owes, then with the queue.
+    pub fn on_drained(&mut self, cfg: &BrokerConfig, out: &mut Outbox, now: Duration) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.paused = false;
+        link.unwritten = 0;
+        self.resend_marked(out, now);
+        self.pump(cfg, out, now);
     }
 
     /// PUBACK (for a QoS 1 message) or PUBCOMP (for a released QoS 2 message) from the client:

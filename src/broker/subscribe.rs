@@ -58,6 +58,19 @@ impl Broker {
                 retain_as_published: o.retain_as_published,
                 sub_id,
             };
+            let over_quota = self.sessions.get(key).is_some_and(|s| {
+                s.subscriptions.len() >= self.config.max_subscriptions
+                    && !s.subscriptions.contains(&**filter)
+            });
+            if over_quota {
+                tracing::debug!(?conn, "subscription quota reached");
+                codes.push(if v5 {
+                    ReasonCode::QuotaExceeded
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
+                continue;
+            }
             match parse_subscription_filter(filter, levels) {
                 Some(SubscriptionFilter::Plain(f)) if valid_topic_filter(f, levels) => {
                     self.note_route_added(f);
@@ -91,6 +104,8 @@ impl Broker {
             reason_codes: codes,
         };
         self.send(conn, Packet::SubAck(ack));
+        // Retained messages wait outside the session's queue bound, up to one store's worth.
+        let limit = self.config.max_queued_messages.max(self.retained.len());
         for (msg, opts) in retained {
             let delivery = Delivery {
                 qos: msg.qos.min(opts.qos),
@@ -98,9 +113,10 @@ impl Broker {
                 retain: true,
                 sub_ids: opts.sub_id.into_iter().collect(),
                 shared: None,
+                from_store: false,
             };
             if let Some(s) = self.sessions.get_mut(key) {
-                s.deliver(delivery, &self.config, &mut self.out, now);
+                s.deliver_stored(delivery, limit, &self.config, &mut self.out, now);
             }
         }
     }

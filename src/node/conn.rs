@@ -55,6 +55,29 @@ pub(crate) struct ConnShared {
     pub(crate) outq: std::sync::Mutex<OutQueue>,
     /// Wakes the writer when `outq` changed.
     pub(crate) writer_wake: Notify,
+    /// The broker wants to hear when `queued` is back at zero (`Event::Drained`); whichever of
+    /// the writer and the broker task sees zero first clears it and reports.
+    pub(crate) drain_wanted: AtomicBool,
+}
+
+impl ConnShared {
+    /// Asks for `Event::Drained`; true if everything is written already (the caller reports it
+    /// then, the writer will not).
+    pub(crate) fn want_drain(&self) -> bool {
+        self.drain_wanted.store(true, Ordering::SeqCst);
+        self.take_drained()
+    }
+
+    /// True once per `want_drain` when nothing is left to write.
+    fn take_drained(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) == 0 && self.drain_wanted.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// Where a connection's writer reports that it has written everything (`Event::Drained`).
+pub(crate) struct DrainReport {
+    pub(crate) conn: ConnId,
+    pub(crate) events: mpsc::Sender<Event>,
 }
 
 impl ConnShared {
@@ -140,9 +163,18 @@ impl<N: Net, W: Wire> Acceptor<N, W> {
             return false;
         }
         let (read_half, write_half) = tokio::io::split(stream);
+        let report = DrainReport {
+            conn,
+            events: self.events.clone(),
+        };
         tokio::spawn(
-            write_loop(write_half, Arc::clone(&shared), self.alive.clone())
-                .instrument(span.clone()),
+            write_loop(
+                write_half,
+                Arc::clone(&shared),
+                self.alive.clone(),
+                Some(report),
+            )
+            .instrument(span.clone()),
         );
         let reader = Reader::<W> {
             conn,
@@ -234,6 +266,7 @@ pub(crate) async fn write_loop<Wr: AsyncWrite + Unpin>(
     mut socket: Wr,
     shared: Arc<ConnShared>,
     _alive: mpsc::Sender<()>,
+    drained: Option<DrainReport>,
 ) {
     // Grows on first use: an idle connection's writer holds no buffer.
     let mut chunks: VecDeque<Bytes> = VecDeque::new();
@@ -260,6 +293,13 @@ pub(crate) async fn write_loop<Wr: AsyncWrite + Unpin>(
             shared.writer_failed.store(true, Ordering::Release);
             shared.stop_reader.notify_one();
             return;
+        }
+        if let Some(report) = &drained
+            && shared.take_drained()
+        {
+            let conn = report.conn;
+            // The broker task may be gone (node stopping): then nobody is waiting.
+            let _ = report.events.send(Event::Drained { conn }).await;
         }
         if close {
             break;

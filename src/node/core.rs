@@ -32,6 +32,9 @@ pub(crate) trait Core: Send + 'static {
         None
     }
     fn deliver_forwarded(&mut self, _publish: ForwardedPublish, _now: Duration) {}
+    /// Output pacing (`Action::NotifyDrained`); fakes that never pause keep the defaults.
+    fn connection_drained(&mut self, _conn: ConnId, _now: Duration) {}
+    fn set_congested(&mut self, _congested: bool) {}
 }
 
 impl Core for Broker {
@@ -73,6 +76,12 @@ impl Core for Broker {
     }
     fn deliver_forwarded(&mut self, publish: ForwardedPublish, now: Duration) {
         Broker::deliver_forwarded(self, publish, now);
+    }
+    fn connection_drained(&mut self, conn: ConnId, now: Duration) {
+        Broker::connection_drained(self, conn, now);
+    }
+    fn set_congested(&mut self, congested: bool) {
+        Broker::set_congested(self, congested);
     }
 }
 

@@ -37,6 +37,8 @@ use crate::net::Net;
 
 /// Events handled per batch: enough to amortise a flush, few enough to keep timers prompt.
 const BATCH: usize = 256;
+/// How often the node's unwritten output is summed up against `mqtt.output_budget`.
+const MEASURE_OUTPUT: Duration = Duration::from_millis(100);
 
 /// Everything that reaches the broker task.
 #[derive(Debug)]
@@ -51,6 +53,8 @@ pub(crate) enum Event {
     },
     /// The reader saw EOF, an I/O error or undecodable bytes.
     Lost { conn: ConnId, why: ConnectionLoss },
+    /// The writer has written everything it was handed (asked for by `Action::NotifyDrained`).
+    Drained { conn: ConnId },
     /// A metrics snapshot for the admin endpoint / simulator.
     Metrics(oneshot::Sender<NodeMetrics>),
     /// The session list for `ctl clients list`.
@@ -145,6 +149,8 @@ struct ConnOut {
     buf: BytesMut,
     closing: bool,
     touched: bool,
+    /// The core asked to hear when this connection has written everything.
+    want_drain: bool,
 }
 
 /// The broker task's state.
@@ -154,6 +160,13 @@ pub(crate) struct Driver<N: Net, C: Core, W: Wire> {
     pub(crate) start: tokio::time::Instant,
     /// A writer with more than this many bytes unwritten is a slow consumer and is dropped.
     pub(crate) max_queued_bytes: usize,
+    /// `mqtt.output_budget`: above this many unwritten bytes in all writers together the core is
+    /// told the node is congested.
+    pub(crate) output_budget: usize,
+    /// When the unwritten output was last summed up.
+    output_measured: Duration,
+    /// Connections whose writer had drained by the time the core asked (reported right away).
+    drained: Vec<ConnId>,
     pub(crate) node: String,
     pub(crate) mqtt_addr: SocketAddr,
     conns: BTreeMap<ConnId, ConnOut>,
@@ -174,6 +187,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         node: String,
         mqtt_addr: SocketAddr,
         max_queued_bytes: usize,
+        output_budget: usize,
         cluster: Option<ClusterSide<N>>,
     ) -> Self {
         let start = net.now();
@@ -182,6 +196,9 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             core,
             start,
             max_queued_bytes,
+            output_budget,
+            output_measured: Duration::ZERO,
+            drained: Vec::new(),
             node,
             mqtt_addr,
             conns: BTreeMap::new(),
@@ -260,6 +277,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     buf: BytesMut::new(),
                     closing: false,
                     touched: false,
+                    want_drain: false,
                 };
                 self.conns.insert(conn, out);
                 self.core.connection_opened(conn, now);
@@ -281,6 +299,11 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 if self.conns.get(&conn).is_some_and(|c| !c.closing) {
                     self.core.connection_lost(conn, why, now);
                     self.lost.push(conn);
+                }
+            }
+            Event::Drained { conn } => {
+                if self.conns.get(&conn).is_some_and(|c| !c.closing) {
+                    self.core.connection_drained(conn, now);
                 }
             }
             Event::Metrics(reply) => {
@@ -481,9 +504,14 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
     /// Carries out every queued action: encodes sends, then hands each touched connection one
     /// chunk and, if it is closing, the close.
     fn flush(&mut self) {
+        self.measure_output();
         loop {
             let now = self.now();
             let mut progressed = self.pump_cluster(now);
+            for conn in std::mem::take(&mut self.drained) {
+                progressed = true;
+                self.core.connection_drained(conn, now);
+            }
             while let Some(action) = self.core.poll_action() {
                 progressed = true;
                 match action {
@@ -506,6 +534,12 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     Action::Close { conn } => {
                         if let Some(out) = self.conns.get_mut(&conn) {
                             out.closing = true;
+                            Self::touch(&mut self.touched, conn, out);
+                        }
+                    }
+                    Action::NotifyDrained { conn } => {
+                        if let Some(out) = self.conns.get_mut(&conn) {
+                            out.want_drain = true;
                             Self::touch(&mut self.touched, conn, out);
                         }
                     }
@@ -546,7 +580,28 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         }
         if out.closing {
             self.conns.remove(&conn);
+            return;
         }
+        // After the chunk is queued, so "drained" covers everything the core has sent.
+        if std::mem::take(&mut out.want_drain) && out.shared.want_drain() {
+            self.drained.push(conn);
+        }
+    }
+
+    /// Every `MEASURE_OUTPUT`, sums what the writers hold and tells the core whether the node is
+    /// over `output_budget`.
+    fn measure_output(&mut self) {
+        let now = self.now();
+        if now < self.output_measured + MEASURE_OUTPUT {
+            return;
+        }
+        self.output_measured = now;
+        let unwritten: usize = self
+            .conns
+            .values()
+            .map(|c| c.shared.queued.load(Ordering::Relaxed))
+            .sum();
+        self.core.set_congested(unwritten > self.output_budget);
     }
 
     fn drop_slow_consumer(&mut self, conn: ConnId, queued: usize) {

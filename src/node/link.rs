@@ -73,7 +73,7 @@ impl<N: Net> LinkCtx<N> {
         }
         let (read_half, write_half) = tokio::io::split(stream);
         tokio::spawn(
-            write_loop(write_half, Arc::clone(&shared), self.alive.clone())
+            write_loop(write_half, Arc::clone(&shared), self.alive.clone(), None)
                 .instrument(span.clone()),
         );
         let reader = LinkReader {

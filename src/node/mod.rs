@@ -407,6 +407,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         name.clone(),
         mqtt_addr,
         max_queued_bytes,
+        config.mqtt.output_budget,
         cluster,
     );
     tokio::spawn(driver.run(events_rx).instrument(node_span.clone()));

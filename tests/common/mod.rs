@@ -3,6 +3,7 @@
 //! bad-input tests.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod netns;
 
 use std::net::SocketAddr;
@@ -332,10 +333,28 @@ pub struct Raw {
 impl Raw {
     /// Connects with a clean session and waits for a successful CONNACK.
     pub async fn connect(addr: SocketAddr, id: &str, protocol: flockmq::codec::Protocol) -> Raw {
-        use flockmq::codec::{Connect, Decoder, Packet, ReasonCode};
+        let connect = flockmq::codec::Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: id.into(),
+            ..Default::default()
+        };
+        let (raw, ack) = Raw::connect_with(addr, connect).await;
+        assert_eq!(ack.reason_code, flockmq::codec::ReasonCode::Success);
+        raw
+    }
+
+    /// Sends `connect` and returns the CONNACK, whatever it says.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        connect: flockmq::codec::Connect,
+    ) -> (Raw, flockmq::codec::ConnAck) {
+        use flockmq::codec::{Decoder, Packet};
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("tcp connect");
+        let protocol = connect.protocol;
         let mut decoder = Decoder::new(usize::MAX);
         decoder.set_protocol(protocol);
         let mut raw = Raw {
@@ -344,19 +363,11 @@ impl Raw {
             decoder,
             protocol,
         };
-        let connect = Connect {
-            protocol,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: id.into(),
-            ..Default::default()
-        };
         raw.send(&Packet::Connect(Box::new(connect))).await;
         match raw.next().await {
-            Packet::ConnAck(a) => assert_eq!(a.reason_code, ReasonCode::Success),
+            Packet::ConnAck(a) => (raw, a),
             other => panic!("expected CONNACK, got {other:?}"),
         }
-        raw
     }
 
     /// Encodes and writes one packet.

@@ -3,6 +3,7 @@
 mod aliases;
 mod cluster;
 mod connect;
+mod pacing;
 mod qos;
 mod retained;
 mod sessions;
@@ -137,6 +138,21 @@ impl Harness {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Takes the broker's request to hear when `conn` has written everything; true if there was
+    /// one (the connection is paused until `drained`).
+    pub fn take_drain_request(&mut self, conn: ConnId) -> bool {
+        let before = self.pending.len();
+        self.pending
+            .retain(|a| !matches!(a, Action::NotifyDrained { conn: c } if *c == conn));
+        before != self.pending.len()
+    }
+
+    /// The connection's writer has written everything handed to it.
+    pub fn drained(&mut self, conn: ConnId) {
+        self.broker.connection_drained(conn, self.now);
+        self.collect();
     }
 
     /// Whether the broker closed `conn`.
