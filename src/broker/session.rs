@@ -307,8 +307,9 @@ pub(crate) struct Session {
     pub inflight: Inflight,
     /// Messages waiting for the window (online) or for the client (offline).
     pub queue: VecDeque<Delivery>,
-    /// Inbound QoS 2 packet ids delivered but not yet released by PUBREL.
-    pub incoming_qos2: Vec<u16>,
+    /// Inbound QoS 2 packet ids delivered but not yet released by PUBREL. Bounded by the
+    /// Receive Maximum for MQTT 5 clients, by the 16-bit packet id space for 3.1.x ones.
+    pub incoming_qos2: BTreeSet<u16>,
     /// The will of the current (or, during will delay, the last) connection.
     pub will: Option<LastWill>,
 }
@@ -327,7 +328,7 @@ impl Session {
             subscriptions: BTreeSet::new(),
             inflight: Inflight::default(),
             queue: VecDeque::new(),
-            incoming_qos2: Vec::new(),
+            incoming_qos2: BTreeSet::new(),
             will: None,
         }
     }

@@ -367,6 +367,40 @@ impl Raw {
         self.stream.write_all(&out).await.expect("write");
     }
 
+    /// Encodes `packets` into one buffer and writes it with one `write_all` (a burst).
+    pub async fn send_all(&mut self, packets: &[flockmq::codec::Packet]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        for packet in packets {
+            flockmq::codec::encode(packet, self.protocol, &mut out);
+        }
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// Reads until the server closes the connection; returns the packets that came first.
+    /// Panics if it stays open for WAIT.
+    pub async fn until_closed(&mut self) -> Vec<flockmq::codec::Packet> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                while let Ok(Some(p)) = self.decoder.decode(&mut self.buf) {
+                    got.push(p);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("server closes the connection");
+        while let Ok(Some(p)) = self.decoder.decode(&mut self.buf) {
+            got.push(p);
+        }
+        got
+    }
+
     /// The next packet from the server, or panics after WAIT.
     pub async fn next(&mut self) -> flockmq::codec::Packet {
         self.try_next(WAIT)

@@ -128,6 +128,59 @@ fn inbound_qos2_beyond_receive_maximum_disconnects() {
     assert!(h.closed(p));
 }
 
+/// MQTT 3.1.1 has no Receive Maximum: a burst of unreleased QoS 2 PUBLISHes far beyond
+/// `max_inflight` is acknowledged and delivered once each, never a reason to disconnect.
+#[test]
+fn inbound_qos2_burst_from_v311_client_is_not_cut_off() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_inflight: 2,
+        ..Default::default()
+    });
+    let s = h.connect("s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let (p, ack) = h.connect_with(v311("p", true));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    for id in 1..=100 {
+        h.send(
+            p,
+            Packet::Publish(publish("t", QoS::ExactlyOnce, Some(id), b"x")),
+        );
+    }
+    // A resent one (DUP) is acknowledged again but not delivered again.
+    h.send(
+        p,
+        Packet::Publish(publish("t", QoS::ExactlyOnce, Some(50), b"x")),
+    );
+    assert!(
+        !h.closed(p),
+        "a 3.1.1 client is not disconnected for a burst"
+    );
+    let recs: Vec<u16> = h
+        .take(p)
+        .into_iter()
+        .map(|packet| match packet {
+            Packet::PubRec(a) => a.packet_id,
+            other => panic!("expected PUBREC, got {other:?}"),
+        })
+        .collect();
+    let mut expected: Vec<u16> = (1..=100).collect();
+    expected.push(50);
+    assert_eq!(recs, expected);
+    assert_eq!(h.publishes(s).len(), 100, "each delivered exactly once");
+    for id in 1..=100 {
+        h.send(p, Packet::PubRel(Ack::new(id)));
+    }
+    let comps = h.take(p);
+    assert_eq!(comps.len(), 100);
+    assert!(
+        comps
+            .iter()
+            .zip(1..)
+            .all(|(c, id)| *c == Packet::PubComp(Ack::new(id)))
+    );
+    assert!(!h.closed(p));
+}
+
 #[test]
 fn publish_above_max_qos_disconnects() {
     let mut h = Harness::with_config(BrokerConfig {
