@@ -351,7 +351,15 @@ impl Broker {
             return;
         };
         if c.session.is_none() {
-            self.close_unattached(conn);
+            // A CONNECT naming a protocol level we do not speak is answered in the oldest form
+            // every client understands, 3.1.1's CONNACK 0x01 (MQTT-3.1.2-2), then closed. Any
+            // other undecodable first packet is just closed.
+            if let ConnectionLoss::Decode(DecodeError::UnsupportedProtocol(level)) = why {
+                tracing::debug!(?conn, level, "unsupported protocol level");
+                self.refuse_connect(conn, ReasonCode::UnsupportedProtocolVersion);
+            } else {
+                self.close_unattached(conn);
+            }
             return;
         }
         let reason = match why {

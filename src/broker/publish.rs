@@ -87,6 +87,18 @@ impl Broker {
     /// Validates a PUBLISH and resolves its topic alias; the error is the DISCONNECT reason.
     fn check_publish(&mut self, conn: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
         let cfg = &self.config;
+        // Subscription Identifiers travel server -> client only (MQTT-3.3.4-6), and a Response
+        // Topic is a topic name, so without wildcards (MQTT-3.3.2-14).
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(ReasonCode::ProtocolError);
+        }
+        if p.properties
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| t.contains(['+', '#']))
+        {
+            return Err(ReasonCode::ProtocolError);
+        }
         if p.qos > cfg.max_qos {
             return Err(ReasonCode::QoSNotSupported);
         }

@@ -365,3 +365,37 @@ fn publish_larger_than_client_maximum_packet_size_is_dropped() {
         "the dropped message holds no slot"
     );
 }
+
+/// A client may not send Subscription Identifiers in PUBLISH (MQTT-3.3.4-6) nor a Response
+/// Topic with wildcards (MQTT-3.3.2-14): DISCONNECT 0x82, nothing delivered, others unaffected.
+#[test]
+fn publish_with_subscription_id_or_wildcard_response_topic_is_a_protocol_error() {
+    let cases: [fn(&mut Publish); 3] = [
+        |p| p.properties.subscription_identifiers = vec![7],
+        |p| p.properties.response_topic = Some(ByteString::from("a/+")),
+        |p| p.properties.response_topic = Some(ByteString::from("#")),
+    ];
+    for (i, set) in cases.into_iter().enumerate() {
+        let mut h = Harness::new();
+        let s = h.connect("s");
+        h.subscribe(s, "t", QoS::AtMostOnce);
+        let p = h.connect("p");
+        let mut bad = publish("t", QoS::AtLeastOnce, Some(1), b"x");
+        set(&mut bad);
+        h.send(p, Packet::Publish(bad));
+        assert_eq!(
+            h.disconnect_reason(p),
+            Some(ReasonCode::ProtocolError),
+            "case {i}"
+        );
+        assert!(h.closed(p), "case {i}");
+        assert!(h.publishes(s).is_empty(), "case {i}: not delivered");
+        // A good Response Topic is fine and the subscriber still works.
+        let other = h.connect("other");
+        let mut good = publish("t", QoS::AtMostOnce, None, b"ok");
+        good.properties.response_topic = Some(ByteString::from("reply/to/me"));
+        h.send(other, Packet::Publish(good));
+        assert_eq!(payloads(&h.publishes(s)), [b"ok"], "case {i}");
+        assert!(!h.closed(other) && !h.closed(s), "case {i}");
+    }
+}
