@@ -332,7 +332,20 @@ pub struct Raw {
 impl Raw {
     /// Connects with a clean session and waits for a successful CONNACK.
     pub async fn connect(addr: SocketAddr, id: &str, protocol: flockmq::codec::Protocol) -> Raw {
-        use flockmq::codec::{Connect, Decoder, Packet, ReasonCode};
+        let connect = flockmq::codec::Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: id.into(),
+            ..Default::default()
+        };
+        Raw::connect_with(addr, connect).await
+    }
+
+    /// Sends `connect` (a will, a persistent session...) and waits for a successful CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: flockmq::codec::Connect) -> Raw {
+        use flockmq::codec::{Decoder, Packet, ReasonCode};
+        let protocol = connect.protocol;
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("tcp connect");
@@ -343,13 +356,6 @@ impl Raw {
             buf: bytes::BytesMut::new(),
             decoder,
             protocol,
-        };
-        let connect = Connect {
-            protocol,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: id.into(),
-            ..Default::default()
         };
         raw.send(&Packet::Connect(Box::new(connect))).await;
         match raw.next().await {
@@ -399,6 +405,73 @@ impl Raw {
             got.push(p);
         }
         got
+    }
+
+    /// Subscribes to `filter` with `qos` and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: flockmq::codec::QoS) {
+        use flockmq::codec::{Packet, Subscribe, SubscriptionOptions};
+        let opts = SubscriptionOptions {
+            qos,
+            ..Default::default()
+        };
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(filter.into(), opts)],
+            ..Default::default()
+        }))
+        .await;
+        match self.next().await {
+            Packet::SubAck(_) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Reads like a normal QoS 1 subscriber: acknowledges every PUBLISH and collects its
+    /// topic, until the server sends DISCONNECT (its reason is returned) or closes (`None`).
+    pub async fn ack_publishes_until_disconnect(
+        &mut self,
+        topics: &mut Vec<String>,
+    ) -> Option<flockmq::codec::ReasonCode> {
+        use flockmq::codec::{Ack, Packet};
+        loop {
+            match self.next_or_closed().await? {
+                Packet::Publish(p) => {
+                    topics.push(p.topic.to_string());
+                    if let Some(id) = p.packet_id {
+                        // The server may already have closed: the test then counts what came.
+                        use tokio::io::AsyncWriteExt;
+                        let mut out = bytes::BytesMut::new();
+                        let ack = Packet::PubAck(Ack::new(id));
+                        flockmq::codec::encode(&ack, self.protocol, &mut out);
+                        let _ = self.stream.write_all(&out).await;
+                    }
+                }
+                Packet::Disconnect(d) => return Some(d.reason_code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next packet, `None` if the server closes first; panics after WAIT.
+    pub async fn next_or_closed(&mut self) -> Option<flockmq::codec::Packet> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(p) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .expect("server sends valid packets")
+                {
+                    return Some(p);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a packet")
     }
 
     /// The next packet from the server, or panics after WAIT.
