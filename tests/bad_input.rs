@@ -265,7 +265,8 @@ async fn v5_publish_with_subscription_id_or_wildcard_response_topic_gets_0x82() 
     use flockmq::codec::{Publish, QoS as Q};
     let node = start_node(&[]).await;
     let mut ok = Bystanders::new(node.mqtt_addr()).await;
-    let cases: [(&str, fn(&mut Publish)); 2] = [
+    type Spoil = fn(&mut Publish);
+    let cases: [(&str, Spoil); 2] = [
         ("subscription identifier", |p| {
             p.properties.subscription_identifiers = vec![1]
         }),
