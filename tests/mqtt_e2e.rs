@@ -244,6 +244,10 @@ async fn overlapping_subscriptions_deliver_once_with_all_subscription_ids() {
     let mut ids = p.properties.subscription_identifiers.clone();
     ids.sort();
     assert_eq!(ids, vec![1, 2, 3]);
+    // Acknowledged like a real client would (a graceful stop waits for the PUBACK).
+    let id = p.packet_id.expect("QoS 1");
+    sub.send(&Packet::PubAck(flockmq::codec::Ack::new(id)))
+        .await;
     assert_eq!(
         sub.try_next(common::QUIET).await,
         None,
