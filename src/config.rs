@@ -309,6 +309,9 @@ pub struct NodeSection {
     pub data_dir: PathBuf,
     /// `node.seed`: RNG seed; `None` (`auto`) derives it from the node name.
     pub seed: Option<u64>,
+    /// `node.shutdown_timeout`: how long a graceful shutdown waits for subscribers to
+    /// acknowledge what they were sent (wills included) and for peers to acknowledge forwards.
+    pub shutdown_timeout: Duration,
 }
 
 /// `listener.*`: client-facing sockets.
@@ -417,6 +420,7 @@ impl Default for Config {
                 cookie: "flockmqsecretcookie".into(),
                 data_dir: PathBuf::from("./data"),
                 seed: None,
+                shutdown_timeout: Duration::from_secs(10),
             },
             listener: ListenerSection {
                 tcp_bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
@@ -889,7 +893,21 @@ static KEYS: &[KeySpec] = &[
         },
         render: |c| c.node.seed.map_or_else(|| "auto".into(), |s| s.to_string()),
     },
+    KeySpec {
+        key: "node.shutdown_timeout",
+        apply: |c, v| {
+            let d = parse_duration(v)?;
+            if d > MAX_SHUTDOWN_TIMEOUT {
+                return Err(format!("at most {}", render_duration(MAX_SHUTDOWN_TIMEOUT)));
+            }
+            set(&mut c.node.shutdown_timeout, Ok(d))
+        },
+        render: |c| render_duration(c.node.shutdown_timeout),
+    },
 ];
+
+/// Upper bound of `node.shutdown_timeout` (a stop should not hang for hours).
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Stores a parsed value (keeps the key table's closures one expression each).
 fn set<T>(slot: &mut T, value: Result<T, String>) -> Result<(), String> {
@@ -1645,6 +1663,27 @@ mod tests {
         );
         assert!(err(&[("log.level", "")]).contains("is not a log filter"));
         assert!(err(&[("log.level", "a=b=c")]).contains("is not a log filter"));
+    }
+
+    #[test]
+    fn shutdown_timeout_is_a_bounded_duration() {
+        assert_eq!(
+            Config::default().node.shutdown_timeout,
+            Duration::from_secs(10)
+        );
+        let c = Config::from_pairs(&[("node.shutdown_timeout", "500ms")]).unwrap();
+        assert_eq!(c.node.shutdown_timeout, Duration::from_millis(500));
+        assert!(c.render().contains("node.shutdown_timeout = 500ms"));
+        let zero = Config::from_pairs(&[("node.shutdown_timeout", "0s")]).unwrap();
+        assert_eq!(zero.node.shutdown_timeout, Duration::ZERO);
+        assert!(err(&[("node.shutdown_timeout", "2h")]).contains("at most 1h"));
+        assert_eq!(
+            file_err("node.name = a@127.0.0.1\nnode.shutdown_timeout = soon\n")
+                .split(':')
+                .take(3)
+                .collect::<Vec<_>>(),
+            ["flockmq.conf", "2", " node.shutdown_timeout"]
+        );
     }
 
     #[test]

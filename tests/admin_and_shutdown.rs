@@ -151,14 +151,79 @@ async fn shutdown_publishes_wills_then_disconnects_v5_clients_with_0x8b() {
     ));
     let _mortal = V5::connect_with(o).await;
 
-    node.shutdown().await;
+    // The node waits for the watcher's PUBACK before it says goodbye: stop it in the background.
+    let stopping = tokio::spawn(node.shutdown());
     match watcher.next().await {
-        Packet::Publish(p) => assert_eq!(&*p.topic, "wills/mortal"),
+        Packet::Publish(p) => {
+            assert_eq!(&*p.topic, "wills/mortal");
+            let id = p.packet_id.expect("QoS 1");
+            watcher
+                .send(&Packet::PubAck(flockmq::codec::Ack::new(id)))
+                .await;
+        }
         other => panic!("expected the will first, got {other:?}"),
     }
     match watcher.next().await {
         Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ServerShuttingDown),
         other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    stopping.await.unwrap();
+}
+
+/// Issue 11 item 7: 50 clients with QoS 1 wills, one QoS 1 subscriber on `will/#` that reads and
+/// acknowledges normally. A graceful shutdown delivers all 50 wills (more than the in-flight
+/// window of 32) before the subscriber gets DISCONNECT 0x8B; the will clients get 0x8B too.
+#[tokio::test]
+async fn shutdown_delivers_every_will_before_disconnecting_the_subscriber() {
+    use flockmq::codec::{Connect, LastWill, Packet, Protocol, QoS as Q, ReasonCode};
+    let node = start_node(&[]).await;
+    let addr = node.mqtt_addr();
+    let mut sub = common::Raw::connect(addr, "will-sub", Protocol::V5).await;
+    sub.subscribe("will/#", Q::AtLeastOnce).await;
+    let mut mortals = Vec::new();
+    for i in 0..50 {
+        let connect = Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: format!("mortal-{i}").into(),
+            will: Some(LastWill {
+                topic: format!("will/{i}").into(),
+                payload: "gone".into(),
+                qos: Q::AtLeastOnce,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        mortals.push(common::Raw::connect_with(addr, connect).await);
+    }
+    #[allow(clippy::disallowed_methods)] // a printed figure, not a decision
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(node.shutdown());
+    let mut topics = Vec::new();
+    let reason = sub.ack_publishes_until_disconnect(&mut topics).await;
+    println!(
+        "{} wills received and acknowledged in {:?} after the shutdown began",
+        topics.len(),
+        started.elapsed()
+    );
+    topics.sort();
+    topics.dedup();
+    assert_eq!(topics.len(), 50, "every will, each once: {topics:?}");
+    assert_eq!(reason, Some(ReasonCode::ServerShuttingDown));
+    assert!(sub.next_or_closed().await.is_none(), "closed after 0x8B");
+    stopping.await.unwrap();
+    println!(
+        "node stopped {:?} after the shutdown began",
+        started.elapsed()
+    );
+    for mut m in mortals {
+        match m.next_or_closed().await {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, ReasonCode::ServerShuttingDown)
+            }
+            other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+        }
     }
 }
 

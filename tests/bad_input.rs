@@ -229,3 +229,71 @@ async fn publish_with_wildcard_topic_is_rejected() {
     ok.still_work().await;
     node.shutdown().await;
 }
+
+/// A CONNECT `MQTT` with a level other than 4 or 5 gets CONNACK 0x01 (unacceptable protocol
+/// version, in 3.1.1 form) and then the close (MQTT-3.1.2-2), not a silent close.
+#[tokio::test]
+async fn unsupported_protocol_level_gets_connack_0x01_then_close() {
+    let node = start_node(&[]).await;
+    let mut ok = Bystanders::new(node.mqtt_addr()).await;
+    for level in [3u8, 6] {
+        let mut s = TcpStream::connect(node.mqtt_addr()).await.unwrap();
+        // CONNECT "MQTT" level, clean session, keepalive 60, client id "a".
+        let connect = [
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60, 0, 1, b'a',
+        ];
+        s.write_all(&connect).await.unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+            .await
+            .expect("server closes the connection")
+            .expect("read");
+        assert_eq!(
+            raw,
+            [0x20, 0x02, 0x00, 0x01],
+            "level {level}: CONNACK 0x01, then EOF"
+        );
+        ok.still_work().await;
+    }
+    node.shutdown().await;
+}
+
+/// A v5 PUBLISH from a client carrying a Subscription Identifier (MQTT-3.3.4-6) or a Response
+/// Topic with wildcards (MQTT-3.3.2-14) is a protocol error: DISCONNECT 0x82, close.
+#[tokio::test]
+async fn v5_publish_with_subscription_id_or_wildcard_response_topic_gets_0x82() {
+    use flockmq::codec::{Publish, QoS as Q};
+    let node = start_node(&[]).await;
+    let mut ok = Bystanders::new(node.mqtt_addr()).await;
+    type Spoil = fn(&mut Publish);
+    let cases: [(&str, Spoil); 2] = [
+        ("subscription identifier", |p| {
+            p.properties.subscription_identifiers = vec![1]
+        }),
+        ("response topic a/+", |p| {
+            p.properties.response_topic = Some("a/+".into())
+        }),
+    ];
+    for (what, set) in cases {
+        let mut s = connected_raw_v5(node.mqtt_addr(), "manners").await;
+        let mut p = Publish {
+            qos: Q::AtLeastOnce,
+            topic: "healthy/x".into(),
+            packet_id: Some(1),
+            payload: "no".into(),
+            ..Default::default()
+        };
+        set(&mut p);
+        let mut b = BytesMut::new();
+        codec::encode(&Packet::Publish(p), Protocol::V5, &mut b);
+        s.write_all(&b).await.unwrap();
+        let got = read_until_closed(&mut s, Protocol::V5).await;
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ProtocolError),
+            "{what}: expected DISCONNECT 0x82 only, got {got:?}"
+        );
+        // Not delivered to the bystander subscriber on healthy/#; it still works.
+        ok.still_work().await;
+    }
+    node.shutdown().await;
+}

@@ -354,3 +354,68 @@ async fn nodes_link_and_forward_over_ipv6() {
     assert_eq!(got.topic, "v6/a");
     assert_eq!(&got.payload[..], b"hi");
 }
+
+/// Issue 11 item 7 across nodes: a QoS 1 subscriber on n2, 50 clients with QoS 1 wills on n1;
+/// n1 shuts down gracefully: its wills are forwarded (and acknowledged by n2) before its links
+/// close, so all 50 reach the subscriber on n2.
+#[tokio::test]
+async fn wills_of_a_node_shutting_down_reach_subscribers_on_another_node() {
+    use flockmq::codec::{Connect, LastWill, Protocol, QoS as Q};
+    let (logs, _guard) = Logs::capture();
+    let n1 = node("n1@127.0.0.1", &[]).await;
+    let n2 = node("n2@127.0.0.1", &[]).await;
+    let seed = format!("n2@127.0.0.1:{}", n2.cluster_addr().unwrap().port())
+        .parse()
+        .unwrap();
+    n1.handle().cluster_join(seed).await.expect("join");
+    let mut sub = common::Raw::connect(n2.mqtt_addr(), "far-sub", Protocol::V5).await;
+    sub.subscribe("will/#", Q::AtLeastOnce).await;
+    let mut polled = 0;
+    while n1.handle().routes().await.unwrap().is_empty() {
+        polled += 1;
+        assert!(polled < polls(), "n1 never learnt n2's route");
+        tokio::time::sleep(POLL).await;
+    }
+    let mut mortals = Vec::new();
+    for i in 0..50 {
+        let connect = Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: format!("mortal-{i}").into(),
+            will: Some(LastWill {
+                topic: format!("will/{i}").into(),
+                payload: "gone".into(),
+                qos: Q::AtLeastOnce,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        mortals.push(common::Raw::connect_with(n1.mqtt_addr(), connect).await);
+    }
+    n1.shutdown().await;
+    // n1 stopped because n2 acknowledged every forward (not because its timeout passed).
+    let line = logs
+        .wait_for(&["n1@127.0.0.1", "every client and peer acknowledged"])
+        .await;
+    println!("{line}");
+    let mut topics = Vec::new();
+    while topics.len() < 50 {
+        match sub.try_next(WAIT).await {
+            Some(flockmq::codec::Packet::Publish(p)) => {
+                topics.push(p.topic.to_string());
+                let id = p.packet_id.expect("QoS 1");
+                sub.send(&flockmq::codec::Packet::PubAck(flockmq::codec::Ack::new(
+                    id,
+                )))
+                .await;
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    topics.sort();
+    topics.dedup();
+    assert_eq!(topics.len(), 50, "every will reached n2: {topics:?}");
+    n2.shutdown().await;
+}

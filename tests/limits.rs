@@ -44,15 +44,6 @@ fn subscribe(filters: &[String], qos: QoS) -> Packet {
     })
 }
 
-/// Writes every packet in one go (a burst, as a fast client would).
-async fn burst(raw: &mut Raw, packets: impl IntoIterator<Item = Packet>) {
-    let mut out = BytesMut::new();
-    for p in packets {
-        codec::encode(&p, V5, &mut out);
-    }
-    raw.stream.write_all(&out).await.expect("write");
-}
-
 /// Reads until the packet `pred` accepts, failing on anything that closes the connection.
 async fn expect(raw: &mut Raw, what: &str, pred: impl Fn(&Packet) -> bool) -> Packet {
     loop {
@@ -99,7 +90,8 @@ async fn twenty_thousand_retained_messages_reach_one_subscriber() {
     });
     // One connection is processed in order: the PUBACK of the last says all are stored.
     let done = publish("done".into(), QoS::AtLeastOnce, Some(1), Bytes::new());
-    burst(&mut p, retained.chain([done])).await;
+    p.send_all(&retained.chain([done]).collect::<Vec<_>>())
+        .await;
     expect(&mut p, "publisher", |p| matches!(p, Packet::PubAck(_))).await;
 
     let mut s = Raw::connect(b.addr, "sensor-reader", V5).await;
@@ -126,7 +118,7 @@ async fn twenty_thousand_retained_messages_reach_one_subscriber() {
 #[tokio::test]
 async fn a_session_with_forty_queued_megabyte_messages_resumes() {
     let b = Broker::start(&[]);
-    let (mut s, ack) = Raw::connect_with(b.addr, persistent("big-session")).await;
+    let (mut s, ack) = Raw::connect_answer(b.addr, persistent("big-session")).await;
     assert!(!ack.session_present);
     s.send(&subscribe(&["big".into()], QoS::AtLeastOnce)).await;
     expect(&mut s, "subscriber", |p| matches!(p, Packet::SubAck(_))).await;
@@ -140,12 +132,12 @@ async fn a_session_with_forty_queued_megabyte_messages_resumes() {
         body[0] = i as u8;
         publish("big".into(), QoS::AtLeastOnce, Some(i), Bytes::from(body))
     });
-    burst(&mut p, messages).await;
+    p.send_all(&messages.collect::<Vec<_>>()).await;
     for _ in 0..40 {
         expect(&mut p, "publisher", |p| matches!(p, Packet::PubAck(_))).await;
     }
 
-    let (mut s, ack) = Raw::connect_with(b.addr, persistent("big-session")).await;
+    let (mut s, ack) = Raw::connect_answer(b.addr, persistent("big-session")).await;
     assert!(ack.session_present, "the session waited with its queue");
     let mut got = Vec::new();
     while got.len() < 40 {
@@ -245,7 +237,7 @@ async fn clients_that_never_read_cost_a_bounded_amount_of_memory() {
             Some(round + 1),
             Bytes::new(),
         );
-        burst(&mut p, batch.chain([sync])).await;
+        p.send_all(&batch.chain([sync]).collect::<Vec<_>>()).await;
         expect(&mut p, "flooder", |p| matches!(p, Packet::PubAck(_))).await;
     }
     let peak = b.vm_kib("VmHWM");

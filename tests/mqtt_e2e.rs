@@ -244,6 +244,10 @@ async fn overlapping_subscriptions_deliver_once_with_all_subscription_ids() {
     let mut ids = p.properties.subscription_identifiers.clone();
     ids.sort();
     assert_eq!(ids, vec![1, 2, 3]);
+    // Acknowledged like a real client would (a graceful stop waits for the PUBACK).
+    let id = p.packet_id.expect("QoS 1");
+    sub.send(&Packet::PubAck(flockmq::codec::Ack::new(id)))
+        .await;
     assert_eq!(
         sub.try_next(common::QUIET).await,
         None,
@@ -409,5 +413,77 @@ async fn no_local_subscription_skips_own_messages() {
         .await
         .unwrap();
     assert_eq!(&c.next_publish().await.payload[..], b"you");
+    node.shutdown().await;
+}
+
+/// MQTT 3.1.1 has no Receive Maximum: a client that writes 100 QoS 2 PUBLISHes in one burst
+/// (more than `mqtt.max_inflight` = 32 unreleased) without reading gets 100 PUBRECs, then 100
+/// PUBCOMPs for its PUBRELs; each message reaches the subscriber once; the connection stays.
+#[tokio::test]
+async fn v311_qos2_burst_beyond_max_inflight_is_not_cut_off() {
+    use flockmq::codec::{
+        Ack, Packet, Protocol, Publish, QoS as Q, Subscribe, SubscriptionOptions,
+    };
+    let node = start_node(&[]).await;
+    let addr = node.mqtt_addr();
+    let mut sub = common::Raw::connect(addr, "burst-sub", Protocol::V311).await;
+    let opts = SubscriptionOptions {
+        qos: Q::AtMostOnce,
+        ..Default::default()
+    };
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![("burst/#".into(), opts)],
+        ..Default::default()
+    }))
+    .await;
+    assert!(matches!(sub.next().await, Packet::SubAck(_)));
+
+    let mut p = common::Raw::connect(addr, "burst-pub", Protocol::V311).await;
+    let burst: Vec<Packet> = (1..=100u16)
+        .map(|id| {
+            Packet::Publish(Publish {
+                qos: Q::ExactlyOnce,
+                topic: "burst/t".into(),
+                packet_id: Some(id),
+                payload: id.to_string().into(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    p.send_all(&burst).await;
+    for id in 1..=100u16 {
+        match p.next().await {
+            Packet::PubRec(a) => assert_eq!(a.packet_id, id),
+            other => panic!("expected PUBREC {id}, got {other:?}"),
+        }
+    }
+    let rels: Vec<Packet> = (1..=100u16)
+        .map(|id| Packet::PubRel(Ack::new(id)))
+        .collect();
+    p.send_all(&rels).await;
+    for id in 1..=100u16 {
+        match p.next().await {
+            Packet::PubComp(a) => assert_eq!(a.packet_id, id),
+            other => panic!("expected PUBCOMP {id}, got {other:?}"),
+        }
+    }
+    p.send(&Packet::PingReq).await;
+    assert_eq!(
+        p.next().await,
+        Packet::PingResp,
+        "the connection stays open"
+    );
+
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        match sub.next().await {
+            Packet::Publish(m) => *seen.entry(m.payload.to_vec()).or_insert(0) += 1,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+    assert_eq!(seen.len(), 100, "every message arrived");
+    assert!(seen.values().all(|&n| n == 1), "each exactly once");
+    assert!(sub.try_next(common::QUIET).await.is_none(), "no extra copy");
     node.shutdown().await;
 }

@@ -149,6 +149,15 @@ impl Broker {
             if will.retain && !self.config.retain_available {
                 return Err(ReasonCode::RetainNotSupported);
             }
+            // The will becomes a PUBLISH, whose Response Topic has no wildcards (MQTT-3.3.2-14).
+            if will
+                .properties
+                .response_topic
+                .as_deref()
+                .is_some_and(|t| t.contains(['+', '#']))
+            {
+                return Err(ReasonCode::ProtocolError);
+            }
         }
         Ok(())
     }
@@ -186,7 +195,7 @@ impl Broker {
     }
 
     /// CONNACK with an error code, then close.
-    fn refuse_connect(&mut self, conn: ConnId, code: ReasonCode) {
+    pub(super) fn refuse_connect(&mut self, conn: ConnId, code: ReasonCode) {
         let ack = ConnAck {
             reason_code: code,
             ..ConnAck::default()

@@ -213,6 +213,9 @@ pub struct Broker {
     clustered: bool,
     route_changes: std::collections::VecDeque<RouteChange>,
     forwards: std::collections::VecDeque<LocalPublish>,
+    /// Set by `shutdown`: connections are closed as soon as their session has nothing left
+    /// to deliver (queue empty, every message acknowledged), new ones at once.
+    shutting_down: bool,
 }
 
 /// One network connection as the broker sees it.
@@ -251,6 +254,7 @@ impl Broker {
             clustered: false,
             route_changes: std::collections::VecDeque::new(),
             forwards: std::collections::VecDeque::new(),
+            shutting_down: false,
         }
     }
 
@@ -301,6 +305,10 @@ impl Broker {
 
     /// A new network connection was accepted.
     pub fn connection_opened(&mut self, conn: ConnId, now: Duration) {
+        if self.shutting_down {
+            self.out.actions.push_back(Action::Close { conn });
+            return;
+        }
         self.connections.insert(
             conn,
             Connection {
@@ -321,6 +329,14 @@ impl Broker {
 
     /// A decoded packet arrived on `conn`.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Duration) {
+        self.dispatch_packet(conn, packet, now);
+        if self.shutting_down {
+            // An acknowledgement may have been the last thing this connection was waiting for.
+            self.close_if_drained(conn, now);
+        }
+    }
+
+    fn dispatch_packet(&mut self, conn: ConnId, packet: Packet, now: Duration) {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
         };
@@ -372,7 +388,15 @@ impl Broker {
             return;
         };
         if c.session.is_none() {
-            self.close_unattached(conn);
+            // A CONNECT naming a protocol level we do not speak is answered in the oldest form
+            // every client understands, 3.1.1's CONNACK 0x01 (MQTT-3.1.2-2), then closed. Any
+            // other undecodable first packet is just closed.
+            if let ConnectionLoss::Decode(DecodeError::UnsupportedProtocol(level)) = why {
+                tracing::debug!(?conn, level, "unsupported protocol level");
+                self.refuse_connect(conn, ReasonCode::UnsupportedProtocolVersion);
+            } else {
+                self.close_unattached(conn);
+            }
             return;
         }
         let reason = match why {
@@ -421,28 +445,74 @@ impl Broker {
         self.out.actions.pop_front()
     }
 
-    /// Graceful shutdown: every connection gets DISCONNECT 0x8B (MQTT 5) and is closed; wills of
-    /// sessions that end now are published first.
+    /// Graceful shutdown, first step: the wills of every session (connected, or waiting out a
+    /// will delay) are published, connections without a session are closed, and from now on a
+    /// connection gets DISCONNECT 0x8B (MQTT 5) and is closed as soon as its session has
+    /// nothing left to deliver: queue empty and every QoS 1/2 message acknowledged (PUBACK /
+    /// PUBCOMP). `shutdown_drained` tells when all are gone; `finish_shutdown` closes the rest
+    /// when the driver's shutdown timeout passes.
     pub fn shutdown(&mut self, now: Duration) {
-        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
-        for conn in &conns {
-            let Some(key) = self.connections.get(conn).and_then(|c| c.session) else {
-                continue;
-            };
-            if let Some(will) = self.sessions.get_mut(key).and_then(|s| s.will.take()) {
+        self.shutting_down = true;
+        let with_will: Vec<ByteString> = self
+            .sessions
+            .iter_by_client_id()
+            .filter(|s| s.will.is_some())
+            .map(|s| s.client_id.clone())
+            .collect();
+        for client_id in with_will {
+            let will = self
+                .sessions
+                .lookup(&client_id)
+                .and_then(|key| self.sessions.get_mut(key))
+                .and_then(|s| s.will.take());
+            if let Some(will) = will {
                 self.publish_will(will, now);
             }
         }
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
         for conn in conns {
-            if self
-                .connections
-                .get(&conn)
-                .is_some_and(|c| c.session.is_some())
-            {
-                self.end_connection(conn, Some(ReasonCode::ServerShuttingDown), false, now);
-            } else {
-                self.close_unattached(conn);
-            }
+            self.close_if_drained(conn, now);
+        }
+    }
+
+    /// Whether a shutdown has closed every connection.
+    pub fn shutdown_drained(&self) -> bool {
+        self.shutting_down && self.connections.is_empty()
+    }
+
+    /// Graceful shutdown, last step (the timeout passed): every connection still open gets
+    /// DISCONNECT 0x8B (MQTT 5) and is closed, acknowledged or not.
+    pub fn finish_shutdown(&mut self, now: Duration) {
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        for conn in conns {
+            self.end_for_shutdown(conn, now);
+        }
+    }
+
+    /// During shutdown: closes `conn` if its session owes the client nothing any more.
+    fn close_if_drained(&mut self, conn: ConnId, now: Duration) {
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
+        let owes = c
+            .session
+            .and_then(|key| self.sessions.get(key))
+            .is_some_and(|s| !s.queue.is_empty() || s.inflight.len() > 0);
+        if !owes {
+            self.end_for_shutdown(conn, now);
+        }
+    }
+
+    fn end_for_shutdown(&mut self, conn: ConnId, now: Duration) {
+        if self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.session.is_some())
+        {
+            self.end_connection(conn, Some(ReasonCode::ServerShuttingDown), false, now);
+        } else {
+            self.close_unattached(conn);
         }
     }
 

@@ -54,7 +54,10 @@ impl Broker {
                 self.send(conn, Packet::PubRec(Ack::new(packet_id)));
                 return;
             }
-            if session.incoming_qos2.len() >= usize::from(self.config.max_inflight) {
+            // MQTT 5 announces a Receive Maximum and enforces it. MQTT 3.1.x has none: a
+            // client may have every packet id awaiting PUBREL (the set is bounded by the 16-bit
+            // id space), and it is not disconnected for a burst.
+            if v5 && session.incoming_qos2.len() >= usize::from(self.config.max_inflight) {
                 self.protocol_violation(conn, ReasonCode::ReceiveMaximumExceeded, now);
                 return;
             }
@@ -74,7 +77,7 @@ impl Broker {
             QoS::AtLeastOnce => self.send(conn, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 if let Some(s) = self.sessions.get_mut(key) {
-                    s.incoming_qos2.push(packet_id);
+                    s.incoming_qos2.insert(packet_id);
                 }
                 self.send(conn, Packet::PubRec(ack));
             }
@@ -84,6 +87,18 @@ impl Broker {
     /// Validates a PUBLISH and resolves its topic alias; the error is the DISCONNECT reason.
     fn check_publish(&mut self, conn: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
         let cfg = &self.config;
+        // Subscription Identifiers travel server -> client only (MQTT-3.3.4-6), and a Response
+        // Topic is a topic name, so without wildcards (MQTT-3.3.2-14).
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(ReasonCode::ProtocolError);
+        }
+        if p.properties
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| t.contains(['+', '#']))
+        {
+            return Err(ReasonCode::ProtocolError);
+        }
         if p.qos > cfg.max_qos {
             return Err(ReasonCode::QoSNotSupported);
         }
@@ -125,14 +140,8 @@ impl Broker {
             return;
         };
         let mut comp = Ack::new(packet_id);
-        match session.incoming_qos2.iter().position(|&id| id == packet_id) {
-            Some(pos) => {
-                session.incoming_qos2.swap_remove(pos);
-            }
-            None if session.protocol.is_v5() => {
-                comp.reason_code = ReasonCode::PacketIdentifierNotFound;
-            }
-            None => {}
+        if !session.incoming_qos2.remove(&packet_id) && session.protocol.is_v5() {
+            comp.reason_code = ReasonCode::PacketIdentifierNotFound;
         }
         self.send(conn, Packet::PubComp(comp));
     }

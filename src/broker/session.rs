@@ -344,8 +344,9 @@ pub(crate) struct Session {
     pub stored_queued: usize,
     /// When the full queue was last purged of expired messages.
     purged_at: Option<Duration>,
-    /// Inbound QoS 2 packet ids delivered but not yet released by PUBREL.
-    pub incoming_qos2: Vec<u16>,
+    /// Inbound QoS 2 packet ids delivered but not yet released by PUBREL. Bounded by the
+    /// Receive Maximum for MQTT 5 clients, by the 16-bit packet id space for 3.1.x ones.
+    pub incoming_qos2: BTreeSet<u16>,
     /// The will of the current (or, during will delay, the last) connection.
     pub will: Option<LastWill>,
 }
@@ -366,7 +367,7 @@ impl Session {
             queue: VecDeque::new(),
             stored_queued: 0,
             purged_at: None,
-            incoming_qos2: Vec::new(),
+            incoming_qos2: BTreeSet::new(),
             will: None,
         }
     }

@@ -1882,6 +1882,14 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether a QoS >= 1 forward to a node we are linked to still awaits its ack. A node
+    /// shutting down waits for these; forwards buffered for unreachable nodes are not waited for.
+    pub fn forwards_awaiting_ack(&self) -> bool {
+        self.peers
+            .keys()
+            .any(|node| self.outs.get(node).is_some_and(|o| !o.unacked.is_empty()))
+    }
+
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();

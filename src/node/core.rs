@@ -21,6 +21,12 @@ pub(crate) trait Core: Send + 'static {
     fn poll_timeout(&self) -> Option<Duration>;
     fn poll_action(&mut self) -> Option<Action>;
     fn shutdown(&mut self, now: Duration);
+    /// Whether the shutdown has closed every connection (test fakes: at once).
+    fn shutdown_drained(&self) -> bool {
+        true
+    }
+    /// The shutdown timeout passed: close what is still open.
+    fn finish_shutdown(&mut self, _now: Duration) {}
     fn metrics(&self) -> BrokerMetrics;
     fn clients(&self) -> Vec<ClientInfo>;
     /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
@@ -58,6 +64,12 @@ impl Core for Broker {
     }
     fn shutdown(&mut self, now: Duration) {
         Broker::shutdown(self, now);
+    }
+    fn shutdown_drained(&self) -> bool {
+        Broker::shutdown_drained(self)
+    }
+    fn finish_shutdown(&mut self, now: Duration) {
+        Broker::finish_shutdown(self, now);
     }
     fn metrics(&self) -> BrokerMetrics {
         Broker::metrics(self)

@@ -39,6 +39,8 @@ use crate::net::Net;
 const BATCH: usize = 256;
 /// How often the node's unwritten output is summed up against `mqtt.output_budget`.
 const MEASURE_OUTPUT: Duration = Duration::from_millis(100);
+/// `node.shutdown_timeout`'s default, for drivers built without a config (tests).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything that reaches the broker task.
 #[derive(Debug)]
@@ -177,6 +179,9 @@ pub(crate) struct Driver<N: Net, C: Core, W: Wire> {
     accepted: u64,
     slow_consumers: u64,
     cluster: Option<ClusterSide<N>>,
+    /// How long a graceful shutdown waits for clients to acknowledge what they were sent and
+    /// for peers to acknowledge forwards (`node.shutdown_timeout`).
+    pub(crate) shutdown_timeout: Duration,
     wire: PhantomData<W>,
 }
 
@@ -209,6 +214,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             accepted: 0,
             slow_consumers: 0,
             cluster,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             wire: PhantomData,
         }
     }
@@ -227,11 +233,21 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
     }
 
     /// Runs until shutdown or until every event sender is gone.
+    ///
+    /// A shutdown request starts the core's shutdown (wills published, idle connections
+    /// closed); the task keeps running until every connection has been closed by the core
+    /// (its messages acknowledged) and every QoS >= 1 forward to a linked peer is acknowledged,
+    /// or until `shutdown_timeout` has passed; then the rest is closed and the request answered.
     pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut stopping: Option<oneshot::Sender<()>> = None;
+        // The shutdown request's reply and when the wait for acknowledgements ends.
+        let mut stopping: Option<(oneshot::Sender<()>, Duration, Duration)> = None;
         loop {
-            let deadline = self.poll_timeout().map(|at| self.start + at);
+            let mut wake = self.poll_timeout();
+            if let Some((_, _, until)) = &stopping {
+                wake = Some(wake.map_or(*until, |at| at.min(*until)));
+            }
+            let deadline = wake.map(|at| self.start + at);
             tokio::select! {
                 biased;
                 received = events.recv_many(&mut batch, BATCH) => {
@@ -241,7 +257,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     let now = self.now();
                     for event in batch.drain(..) {
                         if let Some(reply) = self.handle(event, now) {
-                            stopping = Some(reply);
+                            stopping = Some((reply, now, now + self.shutdown_timeout));
                         }
                     }
                 }
@@ -258,10 +274,32 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 cluster.core.handle_timeout(now);
             }
             self.flush();
-            if let Some(reply) = stopping.take() {
-                self.close_all();
-                let _ = reply.send(());
-                break;
+            if let Some((_, since, until)) = &stopping {
+                let now = self.now();
+                let forwards = self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.core.forwards_awaiting_ack());
+                let drained = self.core.shutdown_drained() && !forwards;
+                if drained || now >= *until {
+                    let waited = now.saturating_sub(*since);
+                    if drained {
+                        tracing::info!(?waited, "every client and peer acknowledged; stopping");
+                    } else {
+                        tracing::warn!(
+                            ?waited,
+                            forwards_unacked = forwards,
+                            "shutdown timeout passed with messages unacknowledged; closing anyway"
+                        );
+                        self.core.finish_shutdown(now);
+                        self.flush();
+                    }
+                    self.close_all();
+                    if let Some((reply, _, _)) = stopping.take() {
+                        let _ = reply.send(());
+                    }
+                    break;
+                }
             }
         }
         tracing::debug!("broker task stopped");

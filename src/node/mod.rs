@@ -213,8 +213,10 @@ impl RunningNode {
         )
     }
 
-    /// Graceful stop: stop accepting, let the broker say goodbye to every client (DISCONNECT
-    /// 0x8B for MQTT 5, wills), flush every connection for up to 2 s, and return.
+    /// Graceful stop: stop accepting, publish the wills of every session, keep each connection
+    /// open until the client has acknowledged everything it was sent (and peers every QoS >= 1
+    /// forward) or `node.shutdown_timeout` passed, say goodbye (DISCONNECT 0x8B for MQTT 5),
+    /// flush every connection for up to 2 s, and return.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         let (reply, done) = oneshot::channel();
@@ -401,7 +403,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
 
     let max_packet_size = usize::try_from(config.mqtt.max_packet_size).unwrap_or(usize::MAX);
     let max_queued_bytes = MIN_SLOW_CONSUMER_BYTES.max(max_packet_size.saturating_mul(4));
-    let driver = Driver::<N, C, W>::new(
+    let mut driver = Driver::<N, C, W>::new(
         net.clone(),
         core,
         name.clone(),
@@ -410,6 +412,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         config.mqtt.output_budget,
         cluster,
     );
+    driver.shutdown_timeout = config.node.shutdown_timeout;
     tokio::spawn(driver.run(events_rx).instrument(node_span.clone()));
 
     let acceptor = Acceptor::<N, W> {

@@ -340,13 +340,18 @@ impl Raw {
             client_id: id.into(),
             ..Default::default()
         };
-        let (raw, ack) = Raw::connect_with(addr, connect).await;
+        Raw::connect_with(addr, connect).await
+    }
+
+    /// Sends `connect` (a will, a persistent session...) and waits for a successful CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: flockmq::codec::Connect) -> Raw {
+        let (raw, ack) = Raw::connect_answer(addr, connect).await;
         assert_eq!(ack.reason_code, flockmq::codec::ReasonCode::Success);
         raw
     }
 
     /// Sends `connect` and returns the CONNACK, whatever it says.
-    pub async fn connect_with(
+    pub async fn connect_answer(
         addr: SocketAddr,
         connect: flockmq::codec::Connect,
     ) -> (Raw, flockmq::codec::ConnAck) {
@@ -376,6 +381,107 @@ impl Raw {
         let mut out = bytes::BytesMut::new();
         flockmq::codec::encode(packet, self.protocol, &mut out);
         self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// Encodes `packets` into one buffer and writes it with one `write_all` (a burst).
+    pub async fn send_all(&mut self, packets: &[flockmq::codec::Packet]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        for packet in packets {
+            flockmq::codec::encode(packet, self.protocol, &mut out);
+        }
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// Reads until the server closes the connection; returns the packets that came first.
+    /// Panics if it stays open for WAIT.
+    pub async fn until_closed(&mut self) -> Vec<flockmq::codec::Packet> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                while let Ok(Some(p)) = self.decoder.decode(&mut self.buf) {
+                    got.push(p);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("server closes the connection");
+        while let Ok(Some(p)) = self.decoder.decode(&mut self.buf) {
+            got.push(p);
+        }
+        got
+    }
+
+    /// Subscribes to `filter` with `qos` and waits for the SUBACK.
+    pub async fn subscribe(&mut self, filter: &str, qos: flockmq::codec::QoS) {
+        use flockmq::codec::{Packet, Subscribe, SubscriptionOptions};
+        let opts = SubscriptionOptions {
+            qos,
+            ..Default::default()
+        };
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(filter.into(), opts)],
+            ..Default::default()
+        }))
+        .await;
+        match self.next().await {
+            Packet::SubAck(_) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Reads like a normal QoS 1 subscriber: acknowledges every PUBLISH and collects its
+    /// topic, until the server sends DISCONNECT (its reason is returned) or closes (`None`).
+    pub async fn ack_publishes_until_disconnect(
+        &mut self,
+        topics: &mut Vec<String>,
+    ) -> Option<flockmq::codec::ReasonCode> {
+        use flockmq::codec::{Ack, Packet};
+        loop {
+            match self.next_or_closed().await? {
+                Packet::Publish(p) => {
+                    topics.push(p.topic.to_string());
+                    if let Some(id) = p.packet_id {
+                        // The server may already have closed: the test then counts what came.
+                        use tokio::io::AsyncWriteExt;
+                        let mut out = bytes::BytesMut::new();
+                        let ack = Packet::PubAck(Ack::new(id));
+                        flockmq::codec::encode(&ack, self.protocol, &mut out);
+                        let _ = self.stream.write_all(&out).await;
+                    }
+                }
+                Packet::Disconnect(d) => return Some(d.reason_code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next packet, `None` if the server closes first; panics after WAIT.
+    pub async fn next_or_closed(&mut self) -> Option<flockmq::codec::Packet> {
+        use tokio::io::AsyncReadExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(p) = self
+                    .decoder
+                    .decode(&mut self.buf)
+                    .expect("server sends valid packets")
+                {
+                    return Some(p);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for a packet")
     }
 
     /// The next packet from the server, or panics after WAIT.

@@ -158,16 +158,20 @@ fn decode_error_after_connect_sends_reason_v5_and_closes() {
     assert!(h.closed(conn));
 }
 
+/// An undecodable first packet other than an unsupported protocol level (below) is closed
+/// without an answer.
 #[test]
 fn decode_error_before_connect_just_closes() {
-    let mut h = Harness::new();
-    let conn = h.open();
-    h.lose(
-        conn,
-        ConnectionLoss::Decode(crate::codec::DecodeError::UnsupportedProtocol(9)),
-    );
-    assert!(h.closed(conn));
-    assert!(h.take(conn).is_empty());
+    for err in [
+        crate::codec::DecodeError::Malformed("x"),
+        crate::codec::DecodeError::Protocol("unknown protocol name"),
+    ] {
+        let mut h = Harness::new();
+        let conn = h.open();
+        h.lose(conn, ConnectionLoss::Decode(err));
+        assert!(h.closed(conn));
+        assert!(h.take(conn).is_empty());
+    }
 }
 
 #[test]
@@ -222,4 +226,47 @@ fn connect_timeout_does_not_touch_connected_clients() {
     let c = h.connect("c");
     h.advance(std::time::Duration::from_secs(11));
     assert!(!h.closed(c));
+}
+
+/// A CONNECT with a protocol level we do not speak (the codec's `UnsupportedProtocol`) gets a
+/// 3.1.1 CONNACK 0x01 and is closed (MQTT-3.1.2-2), not a silent close.
+#[test]
+fn unsupported_protocol_level_gets_connack_0x01_in_v311_form() {
+    for level in [3, 6] {
+        let mut h = Harness::new();
+        let conn = h.open();
+        h.lose(
+            conn,
+            ConnectionLoss::Decode(crate::codec::DecodeError::UnsupportedProtocol(level)),
+        );
+        let sent: Vec<&Action> = h.log.iter().collect();
+        match sent.as_slice() {
+            [
+                Action::Send {
+                    protocol: Protocol::V311,
+                    packet: Packet::ConnAck(ack),
+                    ..
+                },
+                Action::Close { .. },
+            ] => {
+                assert_eq!(ack.reason_code, ReasonCode::UnsupportedProtocolVersion);
+                assert_eq!(crate::codec::v311_connack_code(ack.reason_code), 0x01);
+            }
+            other => panic!("level {level}: expected CONNACK then close, got {other:?}"),
+        }
+        assert_eq!(h.broker.metrics().connections, 0);
+    }
+}
+
+/// A will whose Response Topic has wildcards could never be published: the CONNECT is refused.
+#[test]
+fn will_response_topic_with_wildcard_is_refused() {
+    let mut h = Harness::new();
+    let mut c = v5("c");
+    let mut w = will("will/c", b"gone");
+    w.properties.response_topic = Some(ByteString::from("reply/#"));
+    c.will = Some(w);
+    let (conn, ack) = h.connect_with(c);
+    assert_eq!(ack.reason_code, ReasonCode::ProtocolError);
+    assert!(h.closed(conn));
 }

@@ -128,6 +128,59 @@ fn inbound_qos2_beyond_receive_maximum_disconnects() {
     assert!(h.closed(p));
 }
 
+/// MQTT 3.1.1 has no Receive Maximum: a burst of unreleased QoS 2 PUBLISHes far beyond
+/// `max_inflight` is acknowledged and delivered once each, never a reason to disconnect.
+#[test]
+fn inbound_qos2_burst_from_v311_client_is_not_cut_off() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_inflight: 2,
+        ..Default::default()
+    });
+    let s = h.connect("s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    let (p, ack) = h.connect_with(v311("p", true));
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    for id in 1..=100 {
+        h.send(
+            p,
+            Packet::Publish(publish("t", QoS::ExactlyOnce, Some(id), b"x")),
+        );
+    }
+    // A resent one (DUP) is acknowledged again but not delivered again.
+    h.send(
+        p,
+        Packet::Publish(publish("t", QoS::ExactlyOnce, Some(50), b"x")),
+    );
+    assert!(
+        !h.closed(p),
+        "a 3.1.1 client is not disconnected for a burst"
+    );
+    let recs: Vec<u16> = h
+        .take(p)
+        .into_iter()
+        .map(|packet| match packet {
+            Packet::PubRec(a) => a.packet_id,
+            other => panic!("expected PUBREC, got {other:?}"),
+        })
+        .collect();
+    let mut expected: Vec<u16> = (1..=100).collect();
+    expected.push(50);
+    assert_eq!(recs, expected);
+    assert_eq!(h.publishes(s).len(), 100, "each delivered exactly once");
+    for id in 1..=100 {
+        h.send(p, Packet::PubRel(Ack::new(id)));
+    }
+    let comps = h.take(p);
+    assert_eq!(comps.len(), 100);
+    assert!(
+        comps
+            .iter()
+            .zip(1..)
+            .all(|(c, id)| *c == Packet::PubComp(Ack::new(id)))
+    );
+    assert!(!h.closed(p));
+}
+
 #[test]
 fn publish_above_max_qos_disconnects() {
     let mut h = Harness::with_config(BrokerConfig {
@@ -311,4 +364,38 @@ fn publish_larger_than_client_maximum_packet_size_is_dropped() {
         2,
         "the dropped message holds no slot"
     );
+}
+
+/// A client may not send Subscription Identifiers in PUBLISH (MQTT-3.3.4-6) nor a Response
+/// Topic with wildcards (MQTT-3.3.2-14): DISCONNECT 0x82, nothing delivered, others unaffected.
+#[test]
+fn publish_with_subscription_id_or_wildcard_response_topic_is_a_protocol_error() {
+    let cases: [fn(&mut Publish); 3] = [
+        |p| p.properties.subscription_identifiers = vec![7],
+        |p| p.properties.response_topic = Some(ByteString::from("a/+")),
+        |p| p.properties.response_topic = Some(ByteString::from("#")),
+    ];
+    for (i, set) in cases.into_iter().enumerate() {
+        let mut h = Harness::new();
+        let s = h.connect("s");
+        h.subscribe(s, "t", QoS::AtMostOnce);
+        let p = h.connect("p");
+        let mut bad = publish("t", QoS::AtLeastOnce, Some(1), b"x");
+        set(&mut bad);
+        h.send(p, Packet::Publish(bad));
+        assert_eq!(
+            h.disconnect_reason(p),
+            Some(ReasonCode::ProtocolError),
+            "case {i}"
+        );
+        assert!(h.closed(p), "case {i}");
+        assert!(h.publishes(s).is_empty(), "case {i}: not delivered");
+        // A good Response Topic is fine and the subscriber still works.
+        let other = h.connect("other");
+        let mut good = publish("t", QoS::AtMostOnce, None, b"ok");
+        good.properties.response_topic = Some(ByteString::from("reply/to/me"));
+        h.send(other, Packet::Publish(good));
+        assert_eq!(payloads(&h.publishes(s)), [b"ok"], "case {i}");
+        assert!(!h.closed(other) && !h.closed(s), "case {i}");
+    }
 }

@@ -167,3 +167,91 @@ fn shutdown_publishes_wills_then_disconnects_everyone() {
     assert!(h.closed(watcher) && h.closed(c));
     assert_eq!(h.broker.metrics().connections, 0);
 }
+
+/// 50 clients with QoS 1 wills and one QoS 1 subscriber whose window (max_inflight 32) cannot
+/// take them all: shutdown publishes every will, closes the will clients at once (0x8B), and
+/// keeps the subscriber open until it has acknowledged all 50; only then 0x8B and close.
+#[test]
+fn shutdown_keeps_subscribers_open_until_every_will_is_acknowledged() {
+    let mut h = Harness::new();
+    let sub = h.connect("sub");
+    h.subscribe(sub, "will/#", QoS::AtLeastOnce);
+    let mut mortals = Vec::new();
+    for i in 0..50 {
+        let mut c = v5(&format!("c{i}"));
+        let mut w = will(&format!("will/{i}"), b"gone");
+        w.qos = QoS::AtLeastOnce;
+        c.will = Some(w);
+        mortals.push(h.connect_with(c).0);
+    }
+    h.broker.shutdown(h.now);
+    h.collect();
+    for &c in &mortals {
+        assert_eq!(h.disconnect_reason(c), Some(ReasonCode::ServerShuttingDown));
+        assert!(h.closed(c));
+    }
+    let mut topics = Vec::new();
+    loop {
+        let got = h.publishes(sub);
+        if got.is_empty() {
+            break;
+        }
+        assert!(!h.closed(sub), "closed with wills unacknowledged");
+        assert!(!h.broker.shutdown_drained());
+        for p in got {
+            topics.push(p.topic.to_string());
+            h.send(sub, puback(p.packet_id.expect("QoS 1")));
+        }
+    }
+    topics.sort();
+    let mut expected: Vec<String> = (0..50).map(|i| format!("will/{i}")).collect();
+    expected.sort();
+    assert_eq!(topics, expected, "every will exactly once");
+    assert_eq!(
+        h.disconnect_reason(sub),
+        Some(ReasonCode::ServerShuttingDown)
+    );
+    assert!(h.closed(sub));
+    assert!(h.broker.shutdown_drained());
+    // A connection accepted after the shutdown began is closed at once.
+    let late = h.open();
+    h.collect();
+    assert!(h.closed(late));
+}
+
+/// A subscriber that never acknowledges is closed by `finish_shutdown` (the driver's timeout).
+#[test]
+fn finish_shutdown_closes_what_never_drained() {
+    let mut h = Harness::new();
+    let mut connect = v5("c");
+    let mut w = will("will/c", b"gone");
+    w.qos = QoS::AtLeastOnce;
+    connect.will = Some(w);
+    let (c, _) = h.connect_with(connect);
+    let sub = h.connect("sub");
+    h.subscribe(sub, "will/#", QoS::AtLeastOnce);
+    h.broker.shutdown(h.now);
+    h.collect();
+    assert_eq!(h.publishes(sub).len(), 1);
+    assert!(h.closed(c) && !h.closed(sub));
+    assert!(!h.broker.shutdown_drained());
+    h.broker.finish_shutdown(h.now);
+    h.collect();
+    assert_eq!(
+        h.disconnect_reason(sub),
+        Some(ReasonCode::ServerShuttingDown)
+    );
+    assert!(h.closed(sub));
+    assert!(h.broker.shutdown_drained());
+}
+
+/// A will waiting out its delay is published at shutdown too (the session ends with the node).
+#[test]
+fn shutdown_publishes_delayed_wills_of_detached_sessions() {
+    let (mut h, watcher, c) = setup(Some(30), 100);
+    h.lose(c, ConnectionLoss::Io);
+    assert!(h.publishes(watcher).is_empty(), "delay running");
+    h.broker.shutdown(h.now);
+    h.collect();
+    assert_eq!(payloads(&h.publishes(watcher)), [b"gone"]);
+}

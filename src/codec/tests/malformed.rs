@@ -724,3 +724,20 @@ fn v5_empty_topic_with_alias_is_allowed() {
     };
     assert_eq!((p.topic.as_ref(), p.properties.topic_alias), ("", Some(7)));
 }
+
+/// Direction rules are the broker's (see `codec/mod.rs`): a PUBLISH carrying a Subscription
+/// Identifier or a Response Topic with wildcards decodes; the broker answers it with 0x82.
+#[test]
+fn v5_publish_direction_rules_are_left_to_the_broker() {
+    let mut p = crate::codec::Publish {
+        topic: "t".into(),
+        ..Default::default()
+    };
+    p.properties.subscription_identifiers = vec![1];
+    p.properties.response_topic = Some("a/+".into());
+    let mut bytes = BytesMut::new();
+    crate::codec::encode(&Packet::Publish(p.clone()), Protocol::V5, &mut bytes);
+    let mut decoder = Decoder::new(1 << 20);
+    decoder.set_protocol(Protocol::V5);
+    assert_eq!(decoder.decode(&mut bytes), Ok(Some(Packet::Publish(p))));
+}
