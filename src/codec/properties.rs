@@ -1,6 +1,11 @@
 //! MQTT 5 properties (§2.2.2): parsing one property at a time, folding them into each packet's
 //! typed property struct (rejecting duplicates and properties the packet may not carry), and
 //! writing them back. Never sees 3.1.1 packets: the callers skip properties for 3.1.x.
+//!
+//! Declared once: `property_kinds!` lists every property with its identifier, value type and how
+//! its value is read (with its range checks) and written; `property_struct!` lists, in wire order,
+//! which properties each packet's struct carries. Both the decoder and the encoder of every struct
+//! are generated from those two lists, so they cannot drift apart.
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -12,69 +17,107 @@ use super::{
     WillProperties,
 };
 
-const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
-const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
-const CONTENT_TYPE: u8 = 0x03;
-const RESPONSE_TOPIC: u8 = 0x08;
-const CORRELATION_DATA: u8 = 0x09;
-const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
-const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
-const ASSIGNED_CLIENT_IDENTIFIER: u8 = 0x12;
-const SERVER_KEEP_ALIVE: u8 = 0x13;
-const AUTHENTICATION_METHOD: u8 = 0x15;
-const AUTHENTICATION_DATA: u8 = 0x16;
-const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
-const WILL_DELAY_INTERVAL: u8 = 0x18;
-const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
-const RESPONSE_INFORMATION: u8 = 0x1A;
-const SERVER_REFERENCE: u8 = 0x1C;
-const REASON_STRING: u8 = 0x1F;
-const RECEIVE_MAXIMUM: u8 = 0x21;
-const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
-const TOPIC_ALIAS: u8 = 0x23;
-const MAXIMUM_QOS: u8 = 0x24;
-const RETAIN_AVAILABLE: u8 = 0x25;
-const USER_PROPERTY: u8 = 0x26;
-const MAXIMUM_PACKET_SIZE: u8 = 0x27;
-const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
-const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
-const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
+/// One kind of property: its identifier and the wire form of its value.
+trait Kind {
+    type Value;
+    fn read(r: &mut Reader) -> Result<Self::Value, DecodeError>;
+    /// Writes identifier and value (a value without a wire form writes nothing).
+    fn put<S: Sink>(v: &Self::Value, s: &mut S);
+}
 
-/// One property as read off the wire, value already range-checked.
-#[derive(Debug)]
-pub(crate) enum Property {
-    PayloadFormatIndicator(u8),
-    MessageExpiryInterval(u32),
-    ContentType(ByteString),
-    ResponseTopic(ByteString),
-    CorrelationData(Bytes),
-    SubscriptionIdentifier(u32),
-    SessionExpiryInterval(u32),
-    AssignedClientIdentifier(ByteString),
-    ServerKeepAlive(u16),
-    AuthenticationMethod(ByteString),
-    AuthenticationData(Bytes),
-    RequestProblemInformation(bool),
-    WillDelayInterval(u32),
-    RequestResponseInformation(bool),
-    ResponseInformation(ByteString),
-    ServerReference(ByteString),
-    ReasonString(ByteString),
-    ReceiveMaximum(u16),
-    TopicAliasMaximum(u16),
-    TopicAlias(u16),
-    MaximumQoS(QoS),
-    RetainAvailable(bool),
-    User(ByteString, ByteString),
-    MaximumPacketSize(u32),
-    WildcardSubscriptionAvailable(bool),
-    SubscriptionIdentifierAvailable(bool),
-    SharedSubscriptionAvailable(bool),
+macro_rules! property_kinds {
+    ($( $kind:ident = $id:literal : $ty:ty, $read:ident, $put:ident; )*) => {
+        /// One property as read off the wire, value already range-checked.
+        #[derive(Debug)]
+        pub(crate) enum Property {
+            $( $kind($ty), )*
+        }
+
+        /// A marker type per property kind, so a packet's property list can name its kinds.
+        mod kind {
+            $( pub(super) struct $kind; )*
+        }
+
+        $(
+            impl Kind for kind::$kind {
+                type Value = $ty;
+                fn read(r: &mut Reader) -> Result<$ty, DecodeError> {
+                    $read(r)
+                }
+                fn put<S: Sink>(v: &$ty, s: &mut S) {
+                    $put(s, $id, v)
+                }
+            }
+        )*
+
+        impl Property {
+            fn read(r: &mut Reader) -> Result<Property, DecodeError> {
+                // The identifier is a variable byte integer, but every defined one fits in one
+                // byte: anything longer is an unknown identifier.
+                let id = r.varint()?;
+                let id = u8::try_from(id).map_err(|_| DecodeError::Malformed("unknown property"))?;
+                match id {
+                    $( $id => Ok(Property::$kind(<kind::$kind as Kind>::read(r)?)), )*
+                    _ => Err(DecodeError::Malformed("unknown property")),
+                }
+            }
+        }
+    };
+}
+
+property_kinds! {
+    PayloadFormatIndicator = 0x01: u8, read_format_indicator, put_u8;
+    MessageExpiryInterval = 0x02: u32, read_u32, put_u32;
+    ContentType = 0x03: ByteString, read_string, put_string;
+    ResponseTopic = 0x08: ByteString, read_string, put_string;
+    CorrelationData = 0x09: Bytes, read_binary, put_binary;
+    SubscriptionIdentifier = 0x0B: u32, read_subscription_identifier, put_varint;
+    SessionExpiryInterval = 0x11: u32, read_u32, put_u32;
+    AssignedClientIdentifier = 0x12: ByteString, read_string, put_string;
+    ServerKeepAlive = 0x13: u16, read_u16, put_u16;
+    AuthenticationMethod = 0x15: ByteString, read_string, put_string;
+    AuthenticationData = 0x16: Bytes, read_binary, put_binary;
+    RequestProblemInformation = 0x17: bool, read_flag, put_flag;
+    WillDelayInterval = 0x18: u32, read_u32, put_u32;
+    RequestResponseInformation = 0x19: bool, read_flag, put_flag;
+    ResponseInformation = 0x1A: ByteString, read_string, put_string;
+    ServerReference = 0x1C: ByteString, read_string, put_string;
+    ReasonString = 0x1F: ByteString, read_string, put_string;
+    ReceiveMaximum = 0x21: u16, read_receive_maximum, put_u16;
+    TopicAliasMaximum = 0x22: u16, read_u16, put_u16;
+    TopicAlias = 0x23: u16, read_topic_alias, put_u16;
+    MaximumQoS = 0x24: QoS, read_maximum_qos, put_maximum_qos;
+    RetainAvailable = 0x25: bool, read_flag, put_flag;
+    User = 0x26: UserProperty, read_user, put_user;
+    MaximumPacketSize = 0x27: u32, read_maximum_packet_size, put_u32;
+    WildcardSubscriptionAvailable = 0x28: bool, read_flag, put_flag;
+    SubscriptionIdentifierAvailable = 0x29: bool, read_flag, put_flag;
+    SharedSubscriptionAvailable = 0x2A: bool, read_flag, put_flag;
 }
 
 const NOT_ALLOWED: DecodeError = DecodeError::Malformed("property not allowed in this packet");
 
-fn flag(r: &mut Reader) -> Result<bool, DecodeError> {
+fn read_u16(r: &mut Reader) -> Result<u16, DecodeError> {
+    r.u16()
+}
+
+fn read_u32(r: &mut Reader) -> Result<u32, DecodeError> {
+    r.u32()
+}
+
+fn read_string(r: &mut Reader) -> Result<ByteString, DecodeError> {
+    r.string()
+}
+
+fn read_binary(r: &mut Reader) -> Result<Bytes, DecodeError> {
+    r.binary()
+}
+
+fn read_user(r: &mut Reader) -> Result<UserProperty, DecodeError> {
+    Ok((r.string()?, r.string()?))
+}
+
+fn read_flag(r: &mut Reader) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -82,78 +125,135 @@ fn flag(r: &mut Reader) -> Result<bool, DecodeError> {
     }
 }
 
-fn nonzero_u16(r: &mut Reader, what: &'static str) -> Result<u16, DecodeError> {
-    match r.u16()? {
-        0 => Err(DecodeError::Protocol(what)),
+fn read_format_indicator(r: &mut Reader) -> Result<u8, DecodeError> {
+    match r.u8()? {
+        v @ (0 | 1) => Ok(v),
+        _ => Err(DecodeError::Protocol(
+            "payload format indicator is neither 0 nor 1",
+        )),
+    }
+}
+
+fn read_subscription_identifier(r: &mut Reader) -> Result<u32, DecodeError> {
+    match r.varint()? {
+        0 => Err(DecodeError::Protocol("subscription identifier 0")),
         v => Ok(v),
     }
 }
 
-impl Property {
-    fn read(r: &mut Reader) -> Result<Property, DecodeError> {
-        // The identifier is a variable byte integer, but every defined one fits in one byte:
-        // anything longer is an unknown identifier.
-        let id = r.varint()?;
-        let id = u8::try_from(id).map_err(|_| DecodeError::Malformed("unknown property"))?;
-        Ok(match id {
-            PAYLOAD_FORMAT_INDICATOR => match r.u8()? {
-                v @ (0 | 1) => Property::PayloadFormatIndicator(v),
-                _ => {
-                    return Err(DecodeError::Protocol(
-                        "payload format indicator is neither 0 nor 1",
-                    ));
-                }
-            },
-            MESSAGE_EXPIRY_INTERVAL => Property::MessageExpiryInterval(r.u32()?),
-            CONTENT_TYPE => Property::ContentType(r.string()?),
-            RESPONSE_TOPIC => Property::ResponseTopic(r.string()?),
-            CORRELATION_DATA => Property::CorrelationData(r.binary()?),
-            SUBSCRIPTION_IDENTIFIER => match r.varint()? {
-                0 => return Err(DecodeError::Protocol("subscription identifier 0")),
-                v => Property::SubscriptionIdentifier(v),
-            },
-            SESSION_EXPIRY_INTERVAL => Property::SessionExpiryInterval(r.u32()?),
-            ASSIGNED_CLIENT_IDENTIFIER => Property::AssignedClientIdentifier(r.string()?),
-            SERVER_KEEP_ALIVE => Property::ServerKeepAlive(r.u16()?),
-            AUTHENTICATION_METHOD => Property::AuthenticationMethod(r.string()?),
-            AUTHENTICATION_DATA => Property::AuthenticationData(r.binary()?),
-            REQUEST_PROBLEM_INFORMATION => Property::RequestProblemInformation(flag(r)?),
-            WILL_DELAY_INTERVAL => Property::WillDelayInterval(r.u32()?),
-            REQUEST_RESPONSE_INFORMATION => Property::RequestResponseInformation(flag(r)?),
-            RESPONSE_INFORMATION => Property::ResponseInformation(r.string()?),
-            SERVER_REFERENCE => Property::ServerReference(r.string()?),
-            REASON_STRING => Property::ReasonString(r.string()?),
-            RECEIVE_MAXIMUM => Property::ReceiveMaximum(nonzero_u16(r, "receive maximum 0")?),
-            TOPIC_ALIAS_MAXIMUM => Property::TopicAliasMaximum(r.u16()?),
-            TOPIC_ALIAS => Property::TopicAlias(nonzero_u16(r, "topic alias 0")?),
-            MAXIMUM_QOS => match r.u8()? {
-                0 => Property::MaximumQoS(QoS::AtMostOnce),
-                1 => Property::MaximumQoS(QoS::AtLeastOnce),
-                _ => return Err(DecodeError::Protocol("maximum QoS is neither 0 nor 1")),
-            },
-            RETAIN_AVAILABLE => Property::RetainAvailable(flag(r)?),
-            USER_PROPERTY => Property::User(r.string()?, r.string()?),
-            MAXIMUM_PACKET_SIZE => match r.u32()? {
-                0 => return Err(DecodeError::Protocol("maximum packet size 0")),
-                v => Property::MaximumPacketSize(v),
-            },
-            WILDCARD_SUBSCRIPTION_AVAILABLE => Property::WildcardSubscriptionAvailable(flag(r)?),
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
-                Property::SubscriptionIdentifierAvailable(flag(r)?)
-            }
-            SHARED_SUBSCRIPTION_AVAILABLE => Property::SharedSubscriptionAvailable(flag(r)?),
-            _ => return Err(DecodeError::Malformed("unknown property")),
-        })
+fn read_receive_maximum(r: &mut Reader) -> Result<u16, DecodeError> {
+    match r.u16()? {
+        0 => Err(DecodeError::Protocol("receive maximum 0")),
+        v => Ok(v),
     }
 }
 
-/// Stores a property that may appear at most once.
-fn once<T>(slot: &mut Option<T>, v: T) -> Result<(), DecodeError> {
-    if slot.is_some() {
-        return Err(DecodeError::Protocol("property appears more than once"));
+fn read_topic_alias(r: &mut Reader) -> Result<u16, DecodeError> {
+    match r.u16()? {
+        0 => Err(DecodeError::Protocol("topic alias 0")),
+        v => Ok(v),
     }
-    *slot = Some(v);
-    Ok(())
+}
+
+fn read_maximum_qos(r: &mut Reader) -> Result<QoS, DecodeError> {
+    match r.u8()? {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        _ => Err(DecodeError::Protocol("maximum QoS is neither 0 nor 1")),
+    }
+}
+
+fn read_maximum_packet_size(r: &mut Reader) -> Result<u32, DecodeError> {
+    match r.u32()? {
+        0 => Err(DecodeError::Protocol("maximum packet size 0")),
+        v => Ok(v),
+    }
+}
+
+fn put_u8<S: Sink>(s: &mut S, id: u8, v: &u8) {
+    s.put_u8(id);
+    s.put_u8(*v);
+}
+
+fn put_flag<S: Sink>(s: &mut S, id: u8, v: &bool) {
+    put_u8(s, id, &u8::from(*v));
+}
+
+fn put_u16<S: Sink>(s: &mut S, id: u8, v: &u16) {
+    s.put_u8(id);
+    s.put_u16(*v);
+}
+
+fn put_u32<S: Sink>(s: &mut S, id: u8, v: &u32) {
+    s.put_u8(id);
+    s.put_u32(*v);
+}
+
+fn put_varint<S: Sink>(s: &mut S, id: u8, v: &u32) {
+    s.put_u8(id);
+    s.put_varint(*v as usize);
+}
+
+fn put_string<S: Sink>(s: &mut S, id: u8, v: &ByteString) {
+    s.put_u8(id);
+    s.put_string(v);
+}
+
+fn put_binary<S: Sink>(s: &mut S, id: u8, v: &Bytes) {
+    s.put_u8(id);
+    s.put_binary(v);
+}
+
+fn put_user<S: Sink>(s: &mut S, id: u8, (k, v): &UserProperty) {
+    s.put_u8(id);
+    s.put_string(k);
+    s.put_string(v);
+}
+
+/// On the wire Maximum QoS is 0 or 1; QoS 2 is said by leaving the property out.
+fn put_maximum_qos<S: Sink>(s: &mut S, id: u8, v: &QoS) {
+    match v {
+        QoS::AtMostOnce => put_u8(s, id, &0),
+        QoS::AtLeastOnce => put_u8(s, id, &1),
+        QoS::ExactlyOnce => {}
+    }
+}
+
+/// A struct field holding a property: `Option` for one that may appear once, `Vec` for one that
+/// may repeat (user properties, a PUBLISH's subscription identifiers).
+trait Slot<V> {
+    fn fill(&mut self, v: V) -> Result<(), DecodeError>;
+    fn values(&self) -> &[V];
+}
+
+impl<V> Slot<V> for Option<V> {
+    fn fill(&mut self, v: V) -> Result<(), DecodeError> {
+        if self.is_some() {
+            return Err(DecodeError::Protocol("property appears more than once"));
+        }
+        *self = Some(v);
+        Ok(())
+    }
+    fn values(&self) -> &[V] {
+        self.as_slice()
+    }
+}
+
+impl<V> Slot<V> for Vec<V> {
+    fn fill(&mut self, v: V) -> Result<(), DecodeError> {
+        self.push(v);
+        Ok(())
+    }
+    fn values(&self) -> &[V] {
+        self
+    }
+}
+
+/// Writes every value of one field as property `K`.
+fn put_slot<K: Kind, S: Sink>(slot: &impl Slot<K::Value>, s: &mut S) {
+    for v in slot.values() {
+        K::put(v, s);
+    }
 }
 
 /// A property struct that can be filled from the wire.
@@ -165,6 +265,121 @@ pub(crate) trait DecodeProps: Default {
 /// A property struct that can be written to the wire (without its length prefix).
 pub(crate) trait EncodeProps {
     fn write<S: Sink>(&self, s: &mut S);
+}
+
+/// Generates `DecodeProps` and `EncodeProps` of a packet's property struct from its fields and
+/// their property kinds, listed in the order they are written.
+macro_rules! property_struct {
+    ($ty:ty { $( $field:tt: $kind:ident ),* $(,)? }) => {
+        impl DecodeProps for $ty {
+            fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
+                match p {
+                    $( Property::$kind(v) => Slot::fill(&mut self.$field, v), )*
+                    _ => Err(NOT_ALLOWED),
+                }
+            }
+        }
+
+        impl EncodeProps for $ty {
+            fn write<S: Sink>(&self, s: &mut S) {
+                $( put_slot::<kind::$kind, S>(&self.$field, s); )*
+            }
+        }
+    };
+}
+
+property_struct!(ConnectProperties {
+    session_expiry_interval: SessionExpiryInterval,
+    receive_maximum: ReceiveMaximum,
+    maximum_packet_size: MaximumPacketSize,
+    topic_alias_maximum: TopicAliasMaximum,
+    request_response_information: RequestResponseInformation,
+    request_problem_information: RequestProblemInformation,
+    user_properties: User,
+    authentication_method: AuthenticationMethod,
+    authentication_data: AuthenticationData,
+});
+
+property_struct!(WillProperties {
+    will_delay_interval: WillDelayInterval,
+    payload_format_indicator: PayloadFormatIndicator,
+    message_expiry_interval: MessageExpiryInterval,
+    content_type: ContentType,
+    response_topic: ResponseTopic,
+    correlation_data: CorrelationData,
+    user_properties: User,
+});
+
+property_struct!(ConnAckProperties {
+    session_expiry_interval: SessionExpiryInterval,
+    receive_maximum: ReceiveMaximum,
+    maximum_qos: MaximumQoS,
+    retain_available: RetainAvailable,
+    maximum_packet_size: MaximumPacketSize,
+    assigned_client_identifier: AssignedClientIdentifier,
+    topic_alias_maximum: TopicAliasMaximum,
+    reason_string: ReasonString,
+    user_properties: User,
+    wildcard_subscription_available: WildcardSubscriptionAvailable,
+    subscription_identifiers_available: SubscriptionIdentifierAvailable,
+    shared_subscription_available: SharedSubscriptionAvailable,
+    server_keep_alive: ServerKeepAlive,
+    response_information: ResponseInformation,
+    server_reference: ServerReference,
+    authentication_method: AuthenticationMethod,
+    authentication_data: AuthenticationData,
+});
+
+property_struct!(PublishProperties {
+    payload_format_indicator: PayloadFormatIndicator,
+    message_expiry_interval: MessageExpiryInterval,
+    topic_alias: TopicAlias,
+    response_topic: ResponseTopic,
+    correlation_data: CorrelationData,
+    user_properties: User,
+    subscription_identifiers: SubscriptionIdentifier,
+    content_type: ContentType,
+});
+
+property_struct!(AckProperties {
+    reason_string: ReasonString,
+    user_properties: User,
+});
+
+property_struct!(SubscribeProperties {
+    subscription_identifier: SubscriptionIdentifier,
+    user_properties: User,
+});
+
+property_struct!(DisconnectProperties {
+    session_expiry_interval: SessionExpiryInterval,
+    reason_string: ReasonString,
+    user_properties: User,
+    server_reference: ServerReference,
+});
+
+property_struct!(AuthProperties {
+    authentication_method: AuthenticationMethod,
+    authentication_data: AuthenticationData,
+    reason_string: ReasonString,
+    user_properties: User,
+});
+
+/// UNSUBSCRIBE carries only user properties, kept directly on `Unsubscribe`.
+#[derive(Debug, Default)]
+pub(crate) struct UserProperties(pub Vec<UserProperty>);
+
+property_struct!(UserProperties { 0: User });
+
+/// Borrowed view used to encode UNSUBSCRIBE's user properties without cloning them.
+pub(crate) struct UserPropertiesRef<'a>(pub &'a [UserProperty]);
+
+impl EncodeProps for UserPropertiesRef<'_> {
+    fn write<S: Sink>(&self, s: &mut S) {
+        for user in self.0 {
+            <kind::User as Kind>::put(user, s);
+        }
+    }
 }
 
 /// Reads a property length and the properties it covers into a fresh `P`.
@@ -190,374 +405,4 @@ pub(crate) fn props_len<P: EncodeProps>(p: &P) -> usize {
 pub(crate) fn put_props<P: EncodeProps, S: Sink>(p: &P, s: &mut S) {
     s.put_varint(props_len(p));
     p.write(s);
-}
-
-fn put_byte<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
-    if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u8(v);
-    }
-}
-
-fn put_flag<S: Sink>(s: &mut S, id: u8, v: Option<bool>) {
-    put_byte(s, id, v.map(u8::from));
-}
-
-fn put_u16<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
-    if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u16(v);
-    }
-}
-
-fn put_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
-    if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u32(v);
-    }
-}
-
-fn put_str<S: Sink>(s: &mut S, id: u8, v: Option<&ByteString>) {
-    if let Some(v) = v {
-        s.put_u8(id);
-        s.put_string(v);
-    }
-}
-
-fn put_bin<S: Sink>(s: &mut S, id: u8, v: Option<&Bytes>) {
-    if let Some(v) = v {
-        s.put_u8(id);
-        s.put_binary(v);
-    }
-}
-
-fn put_user<S: Sink>(s: &mut S, v: &[UserProperty]) {
-    for (k, val) in v {
-        s.put_u8(USER_PROPERTY);
-        s.put_string(k);
-        s.put_string(val);
-    }
-}
-
-fn put_sub_id<S: Sink>(s: &mut S, v: u32) {
-    s.put_u8(SUBSCRIPTION_IDENTIFIER);
-    s.put_varint(v as usize);
-}
-
-impl DecodeProps for ConnectProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::SessionExpiryInterval(v) => once(&mut self.session_expiry_interval, v),
-            Property::ReceiveMaximum(v) => once(&mut self.receive_maximum, v),
-            Property::MaximumPacketSize(v) => once(&mut self.maximum_packet_size, v),
-            Property::TopicAliasMaximum(v) => once(&mut self.topic_alias_maximum, v),
-            Property::RequestResponseInformation(v) => {
-                once(&mut self.request_response_information, v)
-            }
-            Property::RequestProblemInformation(v) => {
-                once(&mut self.request_problem_information, v)
-            }
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            Property::AuthenticationMethod(v) => once(&mut self.authentication_method, v),
-            Property::AuthenticationData(v) => once(&mut self.authentication_data, v),
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for ConnectProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_u16(s, RECEIVE_MAXIMUM, self.receive_maximum);
-        put_u32(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        put_u16(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        put_flag(
-            s,
-            REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
-        put_flag(
-            s,
-            REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
-        put_user(s, &self.user_properties);
-        put_str(
-            s,
-            AUTHENTICATION_METHOD,
-            self.authentication_method.as_ref(),
-        );
-        put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref());
-    }
-}
-
-impl DecodeProps for WillProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::WillDelayInterval(v) => once(&mut self.will_delay_interval, v),
-            Property::PayloadFormatIndicator(v) => once(&mut self.payload_format_indicator, v),
-            Property::MessageExpiryInterval(v) => once(&mut self.message_expiry_interval, v),
-            Property::ContentType(v) => once(&mut self.content_type, v),
-            Property::ResponseTopic(v) => once(&mut self.response_topic, v),
-            Property::CorrelationData(v) => once(&mut self.correlation_data, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for WillProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_u32(s, WILL_DELAY_INTERVAL, self.will_delay_interval);
-        put_byte(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        put_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        put_str(s, CONTENT_TYPE, self.content_type.as_ref());
-        put_str(s, RESPONSE_TOPIC, self.response_topic.as_ref());
-        put_bin(s, CORRELATION_DATA, self.correlation_data.as_ref());
-        put_user(s, &self.user_properties);
-    }
-}
-
-impl DecodeProps for ConnAckProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::SessionExpiryInterval(v) => once(&mut self.session_expiry_interval, v),
-            Property::ReceiveMaximum(v) => once(&mut self.receive_maximum, v),
-            Property::MaximumQoS(v) => once(&mut self.maximum_qos, v),
-            Property::RetainAvailable(v) => once(&mut self.retain_available, v),
-            Property::MaximumPacketSize(v) => once(&mut self.maximum_packet_size, v),
-            Property::AssignedClientIdentifier(v) => once(&mut self.assigned_client_identifier, v),
-            Property::TopicAliasMaximum(v) => once(&mut self.topic_alias_maximum, v),
-            Property::ReasonString(v) => once(&mut self.reason_string, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            Property::WildcardSubscriptionAvailable(v) => {
-                once(&mut self.wildcard_subscription_available, v)
-            }
-            Property::SubscriptionIdentifierAvailable(v) => {
-                once(&mut self.subscription_identifiers_available, v)
-            }
-            Property::SharedSubscriptionAvailable(v) => {
-                once(&mut self.shared_subscription_available, v)
-            }
-            Property::ServerKeepAlive(v) => once(&mut self.server_keep_alive, v),
-            Property::ResponseInformation(v) => once(&mut self.response_information, v),
-            Property::ServerReference(v) => once(&mut self.server_reference, v),
-            Property::AuthenticationMethod(v) => once(&mut self.authentication_method, v),
-            Property::AuthenticationData(v) => once(&mut self.authentication_data, v),
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for ConnAckProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_u16(s, RECEIVE_MAXIMUM, self.receive_maximum);
-        // On the wire Maximum QoS is 0 or 1; QoS 2 is said by leaving the property out.
-        let max_qos = match self.maximum_qos {
-            Some(QoS::AtMostOnce) => Some(0),
-            Some(QoS::AtLeastOnce) => Some(1),
-            Some(QoS::ExactlyOnce) | None => None,
-        };
-        put_byte(s, MAXIMUM_QOS, max_qos);
-        put_flag(s, RETAIN_AVAILABLE, self.retain_available);
-        put_u32(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        put_str(
-            s,
-            ASSIGNED_CLIENT_IDENTIFIER,
-            self.assigned_client_identifier.as_ref(),
-        );
-        put_u16(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        put_str(s, REASON_STRING, self.reason_string.as_ref());
-        put_user(s, &self.user_properties);
-        put_flag(
-            s,
-            WILDCARD_SUBSCRIPTION_AVAILABLE,
-            self.wildcard_subscription_available,
-        );
-        put_flag(
-            s,
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            self.subscription_identifiers_available,
-        );
-        put_flag(
-            s,
-            SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
-        put_u16(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        put_str(s, RESPONSE_INFORMATION, self.response_information.as_ref());
-        put_str(s, SERVER_REFERENCE, self.server_reference.as_ref());
-        put_str(
-            s,
-            AUTHENTICATION_METHOD,
-            self.authentication_method.as_ref(),
-        );
-        put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref());
-    }
-}
-
-impl DecodeProps for PublishProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::PayloadFormatIndicator(v) => once(&mut self.payload_format_indicator, v),
-            Property::MessageExpiryInterval(v) => once(&mut self.message_expiry_interval, v),
-            Property::TopicAlias(v) => once(&mut self.topic_alias, v),
-            Property::ResponseTopic(v) => once(&mut self.response_topic, v),
-            Property::CorrelationData(v) => once(&mut self.correlation_data, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            Property::SubscriptionIdentifier(v) => {
-                self.subscription_identifiers.push(v);
-                Ok(())
-            }
-            Property::ContentType(v) => once(&mut self.content_type, v),
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for PublishProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_byte(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        put_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        put_u16(s, TOPIC_ALIAS, self.topic_alias);
-        put_str(s, RESPONSE_TOPIC, self.response_topic.as_ref());
-        put_bin(s, CORRELATION_DATA, self.correlation_data.as_ref());
-        put_user(s, &self.user_properties);
-        for &id in &self.subscription_identifiers {
-            put_sub_id(s, id);
-        }
-        put_str(s, CONTENT_TYPE, self.content_type.as_ref());
-    }
-}
-
-impl DecodeProps for AckProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::ReasonString(v) => once(&mut self.reason_string, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for AckProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_str(s, REASON_STRING, self.reason_string.as_ref());
-        put_user(s, &self.user_properties);
-    }
-}
-
-impl DecodeProps for SubscribeProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::SubscriptionIdentifier(v) => once(&mut self.subscription_identifier, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for SubscribeProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        if let Some(id) = self.subscription_identifier {
-            put_sub_id(s, id);
-        }
-        put_user(s, &self.user_properties);
-    }
-}
-
-/// UNSUBSCRIBE carries only user properties, kept directly on `Unsubscribe`.
-#[derive(Debug, Default)]
-pub(crate) struct UserProperties(pub Vec<UserProperty>);
-
-impl DecodeProps for UserProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::User(k, v) => {
-                self.0.push((k, v));
-                Ok(())
-            }
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-/// Borrowed view used to encode UNSUBSCRIBE's user properties without cloning them.
-pub(crate) struct UserPropertiesRef<'a>(pub &'a [UserProperty]);
-
-impl EncodeProps for UserPropertiesRef<'_> {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_user(s, self.0);
-    }
-}
-
-impl DecodeProps for DisconnectProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::SessionExpiryInterval(v) => once(&mut self.session_expiry_interval, v),
-            Property::ReasonString(v) => once(&mut self.reason_string, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            Property::ServerReference(v) => once(&mut self.server_reference, v),
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for DisconnectProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_str(s, REASON_STRING, self.reason_string.as_ref());
-        put_user(s, &self.user_properties);
-        put_str(s, SERVER_REFERENCE, self.server_reference.as_ref());
-    }
-}
-
-impl DecodeProps for AuthProperties {
-    fn apply(&mut self, p: Property) -> Result<(), DecodeError> {
-        match p {
-            Property::AuthenticationMethod(v) => once(&mut self.authentication_method, v),
-            Property::AuthenticationData(v) => once(&mut self.authentication_data, v),
-            Property::ReasonString(v) => once(&mut self.reason_string, v),
-            Property::User(k, v) => {
-                self.user_properties.push((k, v));
-                Ok(())
-            }
-            _ => Err(NOT_ALLOWED),
-        }
-    }
-}
-
-impl EncodeProps for AuthProperties {
-    fn write<S: Sink>(&self, s: &mut S) {
-        put_str(
-            s,
-            AUTHENTICATION_METHOD,
-            self.authentication_method.as_ref(),
-        );
-        put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref());
-        put_str(s, REASON_STRING, self.reason_string.as_ref());
-        put_user(s, &self.user_properties);
-    }
 }
