@@ -1154,7 +1154,7 @@ impl Config {
         self.node
             .seed
             .or(entropy)
-            .unwrap_or_else(|| fnv1a(self.node.name.as_str().as_bytes()))
+            .unwrap_or_else(|| crate::fnv::fnv1a(self.node.name.as_str().as_bytes()))
     }
 
     /// The effective config as sorted `key = value` lines (what `check-config` prints); parsing
@@ -1174,13 +1174,6 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render())
     }
-}
-
-/// FNV-1a, 64 bit: a hash that is the same on every platform and every run.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
@@ -1697,9 +1690,8 @@ mod tests {
         let a = Config::from_pairs(&[("node.name", "n1@n1")]).unwrap();
         assert_eq!(a.rng_seed(Some(99)), 99, "auto takes the backend's entropy");
         let b = Config::from_pairs(&[("node.name", "n2@n2")]).unwrap();
-        assert_eq!(a.rng_seed(None), fnv1a(b"n1@n1"));
+        assert_eq!(a.rng_seed(None), crate::fnv::fnv1a(b"n1@n1"));
         assert_ne!(a.rng_seed(None), b.rng_seed(None));
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(
             Config::from_pairs(&[("node.seed", "7")])
                 .unwrap()

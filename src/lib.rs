@@ -26,6 +26,8 @@
 //! - [`admin`]: the admin HTTP endpoint (Prometheus `/metrics`, the JSON behind `flockmq ctl`)
 //!   and the client side of `ctl`.
 //!
+//! - [`fnv`]: the one stable hash (FNV-1a 64) for seeds and trace hashes.
+//!
 //! `main.rs` only parses the command line and calls into these modules.
 
 pub mod admin;
@@ -33,5 +35,6 @@ pub mod broker;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod fnv;
 pub mod net;
 pub mod node;

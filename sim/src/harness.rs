@@ -25,8 +25,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::client::{self, ClientControl, ClientSpec, PlantedBug, Shared, node_number};
 use crate::fault::{Action, Timed, schedule};
-use crate::history::{ClusterView, Event, Fnv64, History, NodeSample};
+use crate::history::{ClusterView, Event, History, NodeSample};
 use crate::scenario::Scenario;
+use flockmq::fnv::Fnv64;
 
 /// How often the monitor samples every node.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);

@@ -93,7 +93,7 @@ impl Knobs {
         if self.datagram_loss <= 0.0 {
             return false;
         }
-        let seed = self.seed ^ fnv1a(sender.to_string().as_bytes());
+        let seed = self.seed ^ crate::fnv::fnv1a(sender.to_string().as_bytes());
         let rng = self
             .loss_rngs
             .entry(sender)
@@ -108,13 +108,6 @@ impl Knobs {
 
 thread_local! {
     static KNOBS: RefCell<Knobs> = RefCell::new(Knobs::new(0));
-}
-
-/// FNV-1a 64, to derive per-host seeds without std's randomly keyed hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 impl SimNet {
