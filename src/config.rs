@@ -298,6 +298,29 @@ pub enum Discovery {
     Mcast,
 }
 
+impl FromStr for Discovery {
+    type Err = String;
+
+    fn from_str(v: &str) -> Result<Discovery, String> {
+        match v {
+            "manual" => Ok(Discovery::Manual),
+            "static" => Ok(Discovery::Static),
+            "mcast" => Ok(Discovery::Mcast),
+            _ => Err(format!("'{v}' is not one of manual, static, mcast")),
+        }
+    }
+}
+
+impl fmt::Display for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Discovery::Manual => "manual",
+            Discovery::Static => "static",
+            Discovery::Mcast => "mcast",
+        })
+    }
+}
+
 /// `node.*`: identity and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSection {
@@ -669,23 +692,8 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "cluster.discovery",
-        apply: |c, v| {
-            c.cluster.discovery = match v {
-                "manual" => Discovery::Manual,
-                "static" => Discovery::Static,
-                "mcast" => Discovery::Mcast,
-                _ => return Err(format!("'{v}' is not one of manual, static, mcast")),
-            };
-            Ok(())
-        },
-        render: |c| {
-            match c.cluster.discovery {
-                Discovery::Manual => "manual",
-                Discovery::Static => "static",
-                Discovery::Mcast => "mcast",
-            }
-            .into()
-        },
+        apply: |c, v| set(&mut c.cluster.discovery, v.parse()),
+        render: |c| c.cluster.discovery.to_string(),
     },
     KeySpec {
         key: "cluster.heartbeat",

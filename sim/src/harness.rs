@@ -16,7 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use flockmq::config::Config;
+use flockmq::config::{Config, Discovery};
 use flockmq::net::SimNet;
 use flockmq::node::NodeHandle;
 use rand::rngs::StdRng;
@@ -107,9 +107,12 @@ fn node_pairs(scenario: &Scenario, host: &str) -> Vec<(String, String)> {
             format!("0.0.0.0:{}", client::MQTT_PORT),
         ),
         ("admin.bind".to_string(), "off".to_string()),
-        ("cluster.discovery".to_string(), scenario.discovery.clone()),
+        (
+            "cluster.discovery".to_string(),
+            scenario.discovery.to_string(),
+        ),
     ];
-    if scenario.discovery == "static" {
+    if scenario.discovery == Discovery::Static {
         let seeds: Vec<String> = scenario
             .node_hosts()
             .iter()

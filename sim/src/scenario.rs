@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flockmq::config::{Discovery, parse_duration};
 use serde::Deserialize;
 
 /// Why a scenario file could not be used.
@@ -200,7 +201,7 @@ pub struct Scenario {
     /// Number of nodes, hosts `n1..nN` with node names `nK@nK`.
     pub nodes: u32,
     /// `discovery`: manual, static or mcast (passed to `cluster.discovery`).
-    pub discovery: String,
+    pub discovery: Discovery,
     /// Whether messages cross nodes (a cluster) or every node is an island.
     pub clustered: bool,
     /// Length of the safety phase (workloads and faults).
@@ -423,29 +424,6 @@ impl Scenario {
     }
 }
 
-/// Parses `90s`, `500ms`, `5m`, `1.5s`, `2h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => s.split_at(i),
-        None => return Err(format!("'{s}' has no unit (ms, s, m, h)")),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration"))?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h)")),
-    };
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("'{s}' is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
 /// Parses `20/s`, `5/m`, `0.5/s` into events per second.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let (n, per) = s
@@ -492,13 +470,11 @@ fn build(raw: ScenarioFile, path: &Path) -> Result<Scenario, String> {
     if raw.nodes == 0 || raw.nodes > 16 {
         return Err(format!("nodes: {} is not in 1..=16", raw.nodes));
     }
-    let discovery = raw.discovery.unwrap_or_else(|| "manual".into());
-    if !["manual", "static", "mcast"].contains(&discovery.as_str()) {
-        return Err(format!(
-            "discovery: '{discovery}' is not one of manual, static, mcast"
-        ));
-    }
-    let clustered = raw.clustered.unwrap_or(discovery != "manual");
+    let discovery = match raw.discovery {
+        Some(d) => key("discovery", d.parse::<Discovery>())?,
+        None => Discovery::Manual,
+    };
+    let clustered = raw.clustered.unwrap_or(discovery != Discovery::Manual);
     let duration = key("duration", parse_duration(&raw.duration))?;
     let hosts: Vec<String> = (1..=raw.nodes).map(|i| format!("n{i}")).collect();
     let node_list = |name: &str, v: Vec<String>| -> Result<Vec<String>, String> {
@@ -1021,7 +997,10 @@ mod tests {
     fn durations_and_rates_parse() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(
+            parse_duration("1.5s").is_err(),
+            "a scenario says durations the way a node's config does"
+        );
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5 parsecs").is_err());
