@@ -1,5 +1,6 @@
 //! Simulated MQTT clients: publishers and subscribers built on flockmq's codec, talking to nodes
-//! over turmoil TCP through `SimNet` (so connects to a crashed node time out instead of hanging).
+//! over turmoil TCP through the run's `SimWorld` (a connect to a crashed node hangs, as to a dead
+//! machine, so clients time their connects out like real clients do).
 //!
 //! A client behaves like a careful real client with persistent client-side state: it reconnects
 //! with capped exponential backoff and jitter, resumes its session (resending unacknowledged
@@ -27,7 +28,7 @@ use flockmq::codec::{
     Ack, Connect, ConnectProperties, Decoder, Packet, Protocol, Publish, QoS, ReasonCode,
     Subscribe, SubscriptionOptions, encode,
 };
-use flockmq::net::{Net, SimNet};
+use flockmq::net::{Net, SimWorld};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +39,8 @@ use crate::scenario::{SessionKind, Workload};
 
 /// The MQTT port every simulated node listens on.
 pub const MQTT_PORT: u16 = 1883;
+/// How long a simulated client waits for a TCP connect (a crashed node never answers).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Most QoS>0 messages a publisher keeps unacknowledged (also capped by the node's Receive Maximum).
 const PUBLISH_WINDOW: usize = 16;
 
@@ -96,6 +99,8 @@ pub struct Shared {
     pub controls: Vec<ClientControl>,
     /// An injected client bug, if any.
     pub plant: Option<PlantedBug>,
+    /// The simulated network's state (datagram faults, disks); clients reach nodes through it.
+    pub world: SimWorld,
 }
 
 impl Names for Vec<ClientSpec> {
@@ -276,11 +281,14 @@ impl Client {
             node: number,
             clean_start,
         });
-        let ip = SimNet.lookup(node).await.map_err(|e| e.to_string())?;
-        let mut stream = SimNet
-            .connect(SocketAddr::new(ip, MQTT_PORT))
-            .await
-            .map_err(|e| format!("{:?}", e.kind()))?;
+        let net = self.ctx.world.net();
+        let ip = net.lookup(node).await.map_err(|e| e.to_string())?;
+        // A connect to a crashed node hangs (as to a dead machine): give up like a real client.
+        let connect = net.connect(SocketAddr::new(ip, MQTT_PORT));
+        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(connected) => connected.map_err(|e| format!("{:?}", e.kind()))?,
+            Err(_) => return Err(format!("{:?}", std::io::ErrorKind::TimedOut)),
+        };
         let keep_alive = self.wl.keep_alive.as_secs().min(u64::from(u16::MAX)) as u16;
         let v5 = self.protocol.is_v5();
         let connect = Connect {

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use flockmq::config::{Config, Discovery};
-use flockmq::net::SimNet;
+use flockmq::net::SimWorld;
 use flockmq::node::NodeHandle;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -134,7 +134,7 @@ fn node_pairs(scenario: &Scenario, host: &str) -> Vec<(String, String)> {
 
 /// Runs `scenario` with `seed` and returns what happened.
 pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded {
-    SimNet::reset(derive_seed(seed, "simnet"));
+    let world = SimWorld::new(derive_seed(seed, "simnet"));
     let roster = roster(scenario, seed);
     let controls = roster.iter().map(|_| ClientControl::default()).collect();
     let shared = Rc::new(Shared {
@@ -143,6 +143,7 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
         workloads: scenario.workloads.clone(),
         controls,
         plant: options.plant,
+        world,
     });
     let liveness_start = scenario.duration;
     let end = scenario.total();
@@ -264,12 +265,12 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
     }
     drop(sim);
     Recorded {
+        datagrams_dropped: shared.world.datagrams_dropped(),
         shared,
         schedule: plan,
         liveness_start,
         end,
         errors,
-        datagrams_dropped: SimNet::datagrams_dropped(),
     }
 }
 
@@ -313,7 +314,7 @@ async fn node_software(
         }
     };
     // Naming the host lets datagram partitions (`mcast_partition`) drop what this node receives.
-    let net = SimNet::on_host(turmoil::lookup(host.as_str()));
+    let net = shared.world.net_on_host(turmoil::lookup(host.as_str()));
     match flockmq::node::start(net, config).await {
         Ok(node) => {
             if let Some(slot) = registry.borrow_mut().get_mut(&host) {
@@ -574,18 +575,18 @@ impl World<'_> {
                     self.held.remove(&sorted(x, y));
                 }
             }
-            Action::McastLoss(rate) => SimNet::set_datagram_loss(*rate),
+            Action::McastLoss(rate) => self.shared.world.set_datagram_loss(*rate),
             Action::McastPartition(groups) => {
                 for (a, b) in self.group_ips(sim, groups) {
-                    SimNet::partition_datagrams(&a, &b);
+                    self.shared.world.partition_datagrams(&a, &b);
                 }
             }
             Action::McastRepair(groups) => {
                 for (a, b) in self.group_ips(sim, groups) {
-                    SimNet::repair_datagrams(&a, &b);
+                    self.shared.world.repair_datagrams(&a, &b);
                 }
             }
-            Action::McastHealAll => SimNet::heal_datagrams(),
+            Action::McastHealAll => self.shared.world.heal_datagrams(),
             Action::ClientDisconnect {
                 target,
                 count,
@@ -712,8 +713,8 @@ impl World<'_> {
             sim.set_link_latency(a.as_str(), b.as_str(), min);
             sim.set_link_max_message_latency(a.as_str(), b.as_str(), max);
         }
-        SimNet::set_datagram_loss(0.0);
-        SimNet::heal_datagrams();
+        self.shared.world.set_datagram_loss(0.0);
+        self.shared.world.heal_datagrams();
         for node in self.crashed.clone() {
             self.note(
                 sim,

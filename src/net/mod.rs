@@ -17,7 +17,7 @@ mod sim;
 mod tokio;
 
 #[cfg(feature = "sim")]
-pub use sim::SimNet;
+pub use sim::{SimNet, SimWorld};
 pub use tokio::TokioNet;
 
 /// The local interface a multicast socket uses.

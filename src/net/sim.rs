@@ -7,24 +7,25 @@
 //!   receive and drawn from one seeded `StdRng` per sending host, so a run replays bit for bit.
 //! - **Datagram partitions**: UDP between two groups of hosts is dropped (both ways) while TCP
 //!   between them keeps working, which turmoil's own `partition` cannot do. A receiver can only be
-//!   named when it knows its host: a `SimNet::on_host(ip)` does, the plain `SimNet` value (clients,
+//!   named when it knows its host: a `SimWorld::net_on_host(ip)` does, a `SimWorld::net()` (clients,
 //!   tests) does not and is never partitioned.
-//! - **Connect timeouts**: a connect to a crashed host hangs in turmoil until the host comes back;
-//!   here it fails with `ErrorKind::TimedOut` after `connect_timeout` (3 s unless set).
 //! - **Strict lookups**: `lookup` of a name that is not a registered turmoil host fails with
 //!   `ErrorKind::NotFound` (turmoil's own `lookup` would invent a fresh address). A node name
 //!   `name@host` resolves by its host part, so `n1@n1` works.
 //!
-//! The knobs live in a thread-local registry: turmoil runs a whole simulation on the calling
-//! thread, and parallel tests each get their own thread, so simulations never see each other's
-//! settings. The simulator calls `SimNet::reset(seed)` before building each simulation. Must never
-//! read the real clock or draw unseeded randomness.
+//! A connect to a crashed host hangs until the host comes back, as a connect to a dead machine
+//! does on a real network: callers time connects out themselves (the node's dial does), so a
+//! failed dial takes the same path in simulation as in production.
+//!
+//! The knobs and the hosts' disks live in a `SimWorld`, one per simulation, that the harness
+//! creates and hands to every `SimNet` it builds: no global or thread-local state, nothing to
+//! reset between runs. Must never read the real clock or draw unseeded randomness.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
@@ -33,23 +34,27 @@ use turmoil::net::{TcpListener, TcpStream, UdpSocket};
 
 use super::{MulticastOptions, Net};
 
-/// How long a connect may take before it fails with `TimedOut` (unless changed).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The network of the turmoil host the current task runs on, optionally knowing that host's
-/// address (needed for datagram partitions, which must name the receiver).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The network of a turmoil host as seen by one task, optionally knowing that host's address
+/// (needed for datagram partitions, which must name the receiver).
+#[derive(Debug, Clone)]
 pub struct SimNet {
     /// The address of the host this `SimNet` receives on; `None`: unknown, never partitioned.
     host: Option<IpAddr>,
+    world: SimWorld,
 }
 
-/// `SimNet` as a value: the network of a task that does not name its host (clients, tests), so
-/// `SimNet.connect(..)` and `start(SimNet, ..)` read as with a unit struct.
-#[allow(non_upper_case_globals)]
-pub const SimNet: SimNet = SimNet { host: None };
+/// The simulated network's own state for one simulation: datagram loss and partitions, the seeded
+/// loss RNGs and every host's disk. Cheap to clone (a shared handle).
+#[derive(Clone)]
+pub struct SimWorld(Arc<Mutex<Knobs>>);
 
-/// Per-thread (= per-simulation) settings and RNGs of every `SimNet`.
+impl std::fmt::Debug for SimWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimWorld")
+    }
+}
+
+/// Settings, RNGs and disks of one simulation.
 struct Knobs {
     seed: u64,
     datagram_loss: f64,
@@ -58,7 +63,6 @@ struct Knobs {
     datagrams_dropped: u64,
     /// Directed (sender, receiver) pairs whose datagrams are dropped (datagram partitions).
     datagram_cuts: BTreeSet<(IpAddr, IpAddr)>,
-    connect_timeout: Duration,
     /// Each host's state files: they survive a crash and restart, like a disk.
     disk: BTreeMap<(Option<IpAddr>, PathBuf), Vec<u8>>,
 }
@@ -71,14 +75,13 @@ impl Knobs {
             loss_rngs: BTreeMap::new(),
             datagrams_dropped: 0,
             datagram_cuts: BTreeSet::new(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             disk: BTreeMap::new(),
         }
     }
 
     /// Whether the next datagram from `sender` to `receiver` is dropped: by a datagram partition
     /// (checked first, so a cut link does not consume the loss RNG), else by the loss rate.
-    fn drop(&mut self, sender: IpAddr, receiver: Option<IpAddr>) -> bool {
+    fn drops_datagram(&mut self, sender: IpAddr, receiver: Option<IpAddr>) -> bool {
         if let Some(receiver) = receiver
             && self.datagram_cuts.contains(&(sender, receiver))
         {
@@ -106,89 +109,87 @@ impl Knobs {
     }
 }
 
-thread_local! {
-    static KNOBS: RefCell<Knobs> = RefCell::new(Knobs::new(0));
-}
-
-impl SimNet {
-    /// The network of the host at `ip`: datagram partitions naming `ip` apply to what it receives.
-    /// Call inside that host (e.g. with `turmoil::lookup(name)`) and hand it to the node.
-    pub fn on_host(ip: IpAddr) -> SimNet {
-        SimNet { host: Some(ip) }
+impl SimWorld {
+    /// A fresh network whose datagram loss RNGs derive from `seed`.
+    pub fn new(seed: u64) -> SimWorld {
+        SimWorld(Arc::new(Mutex::new(Knobs::new(seed))))
     }
 
-    /// The host address given to `on_host`, if any.
-    pub fn host(&self) -> Option<IpAddr> {
-        self.host
+    fn knobs(&self) -> MutexGuard<'_, Knobs> {
+        // One simulation runs on one thread: a poisoned lock only follows a panic that already
+        // failed the run, and its state is still the best there is.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The network of a task that does not name its host (clients, tests): never partitioned.
+    pub fn net(&self) -> SimNet {
+        SimNet {
+            host: None,
+            world: self.clone(),
+        }
+    }
+
+    /// The network of the host at `ip`: datagram partitions naming `ip` apply to what it receives.
+    /// Call inside that host (e.g. with `turmoil::lookup(name)`) and hand it to the node.
+    pub fn net_on_host(&self, ip: IpAddr) -> SimNet {
+        SimNet {
+            host: Some(ip),
+            world: self.clone(),
+        }
     }
 
     /// Drops UDP datagrams between every host of `a` and every host of `b`, both ways, until
     /// `repair_datagrams` or `heal_datagrams`; UDP within a group and all TCP are untouched.
-    pub fn partition_datagrams(a: &[IpAddr], b: &[IpAddr]) {
-        KNOBS.with(|k| {
-            let cuts = &mut k.borrow_mut().datagram_cuts;
-            for &x in a {
-                for &y in b.iter().filter(|&&y| y != x) {
-                    cuts.insert((x, y));
-                    cuts.insert((y, x));
-                }
+    pub fn partition_datagrams(&self, a: &[IpAddr], b: &[IpAddr]) {
+        let cuts = &mut self.knobs().datagram_cuts;
+        for &x in a {
+            for &y in b.iter().filter(|&&y| y != x) {
+                cuts.insert((x, y));
+                cuts.insert((y, x));
             }
-        });
+        }
     }
 
     /// Undoes `partition_datagrams(a, b)` (also pairs another partition cut: like turmoil's
     /// `repair`, a link is either cut or not).
-    pub fn repair_datagrams(a: &[IpAddr], b: &[IpAddr]) {
-        KNOBS.with(|k| {
-            let cuts = &mut k.borrow_mut().datagram_cuts;
-            for &x in a {
-                for &y in b {
-                    cuts.remove(&(x, y));
-                    cuts.remove(&(y, x));
-                }
+    pub fn repair_datagrams(&self, a: &[IpAddr], b: &[IpAddr]) {
+        let cuts = &mut self.knobs().datagram_cuts;
+        for &x in a {
+            for &y in b {
+                cuts.remove(&(x, y));
+                cuts.remove(&(y, x));
             }
-        });
+        }
     }
 
     /// Undoes every datagram partition.
-    pub fn heal_datagrams() {
-        KNOBS.with(|k| k.borrow_mut().datagram_cuts.clear());
-    }
-
-    /// Forgets every setting of this thread's simulation and seeds the loss RNGs from `seed`;
-    /// call before building each simulation so runs of one seed are identical.
-    pub fn reset(seed: u64) {
-        KNOBS.with(|k| *k.borrow_mut() = Knobs::new(seed));
+    pub fn heal_datagrams(&self) {
+        self.knobs().datagram_cuts.clear();
     }
 
     /// Sets the probability (0..=1) that a UDP datagram is lost on its way to a receiver.
     /// TCP is not affected.
-    pub fn set_datagram_loss(rate: f64) {
-        KNOBS.with(|k| k.borrow_mut().datagram_loss = rate.clamp(0.0, 1.0));
+    pub fn set_datagram_loss(&self, rate: f64) {
+        self.knobs().datagram_loss = rate.clamp(0.0, 1.0);
     }
 
     /// The datagram loss rate now in force.
-    pub fn datagram_loss() -> f64 {
-        KNOBS.with(|k| k.borrow().datagram_loss)
+    pub fn datagram_loss(&self) -> f64 {
+        self.knobs().datagram_loss
     }
 
-    /// Datagrams dropped by the loss rate or a datagram partition since the last `reset` (for run
-    /// summaries).
-    pub fn datagrams_dropped() -> u64 {
-        KNOBS.with(|k| k.borrow().datagrams_dropped)
+    /// Datagrams dropped by the loss rate or a datagram partition so far (for run summaries).
+    pub fn datagrams_dropped(&self) -> u64 {
+        self.knobs().datagrams_dropped
     }
+}
 
-    /// Sets how long `connect` waits before failing with `TimedOut`.
-    pub fn set_connect_timeout(timeout: Duration) {
-        KNOBS.with(|k| k.borrow_mut().connect_timeout = timeout);
-    }
-
-    fn connect_timeout() -> Duration {
-        KNOBS.with(|k| k.borrow().connect_timeout)
-    }
-
-    fn drop_datagram(sender: IpAddr, receiver: Option<IpAddr>) -> bool {
-        KNOBS.with(|k| k.borrow_mut().drop(sender, receiver))
+impl SimNet {
+    /// The host address given to `net_on_host`, if any.
+    pub fn host(&self) -> Option<IpAddr> {
+        self.host
     }
 }
 
@@ -218,14 +219,7 @@ impl Net for SimNet {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let timeout = SimNet::connect_timeout();
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(result) => result,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect to {addr} timed out after {timeout:?}"),
-            )),
-        }
+        TcpStream::connect(addr).await
     }
 
     async fn lookup(&self, host: &str) -> io::Result<IpAddr> {
@@ -286,7 +280,7 @@ impl Net for SimNet {
     ) -> io::Result<(usize, SocketAddr)> {
         loop {
             let (len, from) = socket.recv_from(buf).await?;
-            if !SimNet::drop_datagram(from.ip(), self.host) {
+            if !self.world.knobs().drops_datagram(from.ip(), self.host) {
                 return Ok((len, from));
             }
             tracing::trace!(%from, len, "datagram lost (simulated loss or datagram partition)");
@@ -300,12 +294,12 @@ impl Net for SimNet {
 
     async fn read_state(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
         let key = (self.host, path.to_path_buf());
-        Ok(KNOBS.with(|k| k.borrow().disk.get(&key).cloned()))
+        Ok(self.world.knobs().disk.get(&key).cloned())
     }
 
     async fn write_state(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let key = (self.host, path.to_path_buf());
-        KNOBS.with(|k| k.borrow_mut().disk.insert(key, bytes.to_vec()));
+        self.world.knobs().disk.insert(key, bytes.to_vec());
         Ok(())
     }
 
@@ -334,19 +328,19 @@ mod tests {
 
     #[test]
     fn lookup_of_an_unknown_name_fails_and_node_names_resolve() {
-        SimNet::reset(1);
+        let net = SimWorld::new(1).net();
         let mut sim = turmoil::Builder::new().build();
         sim.host("n1", || async {
             std::future::pending::<()>().await;
             Ok(())
         });
-        sim.client("c1", async {
-            let n1 = SimNet.lookup("n1@n1").await?;
-            assert_eq!(n1, SimNet.lookup("n1").await?);
-            let err = SimNet.lookup("nope@nope").await.unwrap_err();
+        sim.client("c1", async move {
+            let n1 = net.lookup("n1@n1").await?;
+            assert_eq!(n1, net.lookup("n1").await?);
+            let err = net.lookup("nope@nope").await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound);
             assert_eq!(
-                SimNet.lookup("10.1.2.3").await?,
+                net.lookup("10.1.2.3").await?,
                 IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
             );
             Ok(())
@@ -355,9 +349,8 @@ mod tests {
     }
 
     #[test]
-    fn connect_to_a_crashed_host_times_out() {
-        SimNet::reset(1);
-        SimNet::set_connect_timeout(Duration::from_secs(2));
+    fn connect_to_a_crashed_host_hangs_like_a_dead_machine() {
+        let net = SimWorld::new(1).net();
         let mut sim = turmoil::Builder::new()
             .simulation_duration(Duration::from_secs(30))
             .build();
@@ -367,16 +360,14 @@ mod tests {
                 let _ = listener.accept().await?;
             }
         });
-        sim.client("c1", async {
-            let addr = SocketAddr::new(SimNet.lookup("n1").await?, 1883);
-            SimNet.connect(addr).await?;
-            // The harness crashes n1 at 1 s; the next connect must give up, not hang.
+        sim.client("c1", async move {
+            let addr = SocketAddr::new(net.lookup("n1").await?, 1883);
+            net.connect(addr).await?;
+            // The harness crashes n1 at 1 s; the next connect neither succeeds nor fails: the
+            // caller's own timeout (the node's dial, a client's connect) must end it.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let start = turmoil::sim_elapsed().unwrap_or_default();
-            let err = SimNet.connect(addr).await.unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-            let waited = turmoil::sim_elapsed().unwrap_or_default() - start;
-            assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(3));
+            let attempt = tokio::time::timeout(Duration::from_secs(5), net.connect(addr)).await;
+            assert!(attempt.is_err(), "still pending after 5 s");
             Ok(())
         });
         while sim.elapsed() < Duration::from_secs(1) {
@@ -387,31 +378,35 @@ mod tests {
     }
 
     /// Sends `count` datagrams from `n1` to `c1` under `loss`; returns how many arrived.
-    fn datagrams_arriving(seed: u64, loss: f64, count: u32) -> u32 {
-        SimNet::reset(seed);
-        SimNet::set_datagram_loss(loss);
+    fn datagrams_arriving(seed: u64, loss: f64, count: u32) -> (u32, u64) {
+        let world = SimWorld::new(seed);
+        world.set_datagram_loss(loss);
+        let net = world.net();
         let received = std::rc::Rc::new(std::cell::Cell::new(0u32));
         let mut sim = turmoil::Builder::new()
             .simulation_duration(Duration::from_secs(60))
             .rng_seed(seed)
             .build();
-        sim.host("n1", move || async move {
-            let socket = SimNet.bind_udp("0.0.0.0:0".parse().unwrap()).await?;
-            let to = SocketAddr::new(SimNet.lookup("c1").await?, 4369);
-            for i in 0..count {
-                SimNet.send_to(&socket, &i.to_be_bytes(), to).await?;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let sender = net.clone();
+        sim.host("n1", move || {
+            let net = sender.clone();
+            async move {
+                let socket = net.bind_udp("0.0.0.0:0".parse().unwrap()).await?;
+                let to = SocketAddr::new(net.lookup("c1").await?, 4369);
+                for i in 0..count {
+                    net.send_to(&socket, &i.to_be_bytes(), to).await?;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                std::future::pending::<()>().await;
+                Ok(())
             }
-            std::future::pending::<()>().await;
-            Ok(())
         });
         let seen = received.clone();
         sim.client("c1", async move {
-            let socket = SimNet.bind_udp("0.0.0.0:4369".parse().unwrap()).await?;
+            let socket = net.bind_udp("0.0.0.0:4369".parse().unwrap()).await?;
             let mut buf = [0u8; 16];
             let deadline = Duration::from_secs(u64::from(count) / 100 + 2);
-            while let Ok(r) =
-                tokio::time::timeout(deadline, SimNet.recv_from(&socket, &mut buf)).await
+            while let Ok(r) = tokio::time::timeout(deadline, net.recv_from(&socket, &mut buf)).await
             {
                 r?;
                 seen.set(seen.get() + 1);
@@ -419,28 +414,32 @@ mod tests {
             Ok(())
         });
         run(&mut sim);
-        received.get()
+        (received.get(), world.datagrams_dropped())
     }
 
     #[test]
     fn datagram_loss_drops_about_the_rate_and_replays_exactly() {
-        let a = datagrams_arriving(7, 0.5, 400);
+        let (a, dropped) = datagrams_arriving(7, 0.5, 400);
         assert!((150..=250).contains(&a), "{a} of 400 arrived at 50% loss");
-        assert_eq!(a, datagrams_arriving(7, 0.5, 400), "same seed, same losses");
-        assert_eq!(SimNet::datagrams_dropped(), u64::from(400 - a));
-        assert_eq!(datagrams_arriving(7, 0.0, 100), 100);
+        assert_eq!(
+            (a, dropped),
+            datagrams_arriving(7, 0.5, 400),
+            "same seed, same losses"
+        );
+        assert_eq!(dropped, u64::from(400 - a));
+        assert_eq!(datagrams_arriving(7, 0.0, 100), (100, 0));
     }
 
     /// (sender, receiver, time) of every group datagram received by hosts n1..n3, each of which
     /// announces itself to a multicast group every 100 ms; the datagram partition `[n1] | [n2, n3]`
     /// is in force from 2 s to 4 s, and n2 talks TCP to n1 during it.
-    fn group_datagrams_around_a_datagram_partition() -> Vec<(u8, u8, Duration)> {
+    fn group_datagrams_around_a_datagram_partition() -> (Vec<(u8, u8, Duration)>, u64) {
         use std::cell::RefCell;
         use std::rc::Rc;
 
         use super::super::MulticastIface;
 
-        SimNet::reset(5);
+        let world = SimWorld::new(5);
         let seen: Rc<RefCell<Vec<(u8, u8, Duration)>>> = Rc::default();
         let tcp_ok = Rc::new(std::cell::Cell::new(false));
         let mut sim = turmoil::Builder::new()
@@ -455,20 +454,21 @@ mod tests {
             loopback: false,
         };
         for me in 1..=3u8 {
-            let (seen, tcp_ok) = (seen.clone(), tcp_ok.clone());
+            let (seen, tcp_ok, world) = (seen.clone(), tcp_ok.clone(), world.clone());
             sim.host(format!("n{me}"), move || {
-                let (seen, tcp_ok) = (seen.clone(), tcp_ok.clone());
+                let (seen, tcp_ok, world) = (seen.clone(), tcp_ok.clone(), world.clone());
                 async move {
-                    let net = SimNet::on_host(turmoil::lookup(format!("n{me}")));
+                    let net = world.net_on_host(turmoil::lookup(format!("n{me}")));
                     let socket = net.bind_udp("0.0.0.0:4369".parse().unwrap()).await?;
                     net.join_multicast(&socket, options)?;
                     net.multicast_sender(&socket, options)?;
                     let listener = net.bind("0.0.0.0:1883".parse().unwrap()).await?;
                     let socket = Rc::new(socket);
                     let receiver = socket.clone();
+                    let rx_net = net.clone();
                     tokio::task::spawn_local(async move {
                         let mut buf = [0u8; 4];
-                        while let Ok((_, from)) = net.recv_from(&receiver, &mut buf).await {
+                        while let Ok((_, from)) = rx_net.recv_from(&receiver, &mut buf).await {
                             let sender = turmoil::reverse_lookup(from.ip())
                                 .and_then(|n| n.trim_start_matches('n').parse().ok())
                                 .unwrap_or(0);
@@ -477,6 +477,7 @@ mod tests {
                         }
                     });
                     if me == 1 {
+                        let net = net.clone();
                         tokio::task::spawn_local(async move {
                             while let Ok((mut s, _)) = net.accept(&listener).await {
                                 let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"tcp").await;
@@ -484,6 +485,7 @@ mod tests {
                         });
                     }
                     if me == 2 {
+                        let net = net.clone();
                         tokio::task::spawn_local(async move {
                             tokio::time::sleep(Duration::from_millis(3000)).await;
                             let n1 = net.lookup("n1").await?;
@@ -507,10 +509,10 @@ mod tests {
         let (a, b) = (hosts(&["n1"]), hosts(&["n2", "n3"]));
         while sim.elapsed() < Duration::from_secs(6) {
             if sim.elapsed() == Duration::from_secs(2) {
-                SimNet::partition_datagrams(&a, &b);
+                world.partition_datagrams(&a, &b);
             }
             if sim.elapsed() == Duration::from_secs(4) {
-                SimNet::heal_datagrams();
+                world.heal_datagrams();
             }
             sim.step().unwrap();
         }
@@ -518,12 +520,12 @@ mod tests {
             tcp_ok.get(),
             "TCP between n2 and n1 failed during the datagram partition"
         );
-        seen.take()
+        (seen.take(), world.datagrams_dropped())
     }
 
     #[test]
     fn a_datagram_partition_cuts_udp_between_groups_only_and_leaves_tcp_alone() {
-        let seen = group_datagrams_around_a_datagram_partition();
+        let (seen, dropped) = group_datagrams_around_a_datagram_partition();
         let pairs = |from: Duration, to: Duration| -> BTreeSet<(u8, u8)> {
             seen.iter()
                 .filter(|(_, _, t)| (from..to).contains(t))
@@ -544,42 +546,40 @@ mod tests {
             all,
             "after the heal"
         );
-        assert!(
-            SimNet::datagrams_dropped() >= 2 * 2 * 15,
-            "dropped datagrams are counted"
-        );
+        assert!(dropped >= 2 * 2 * 15, "dropped datagrams are counted");
         assert_eq!(
-            seen,
+            (seen, dropped),
             group_datagrams_around_a_datagram_partition(),
             "replays exactly"
         );
     }
 
     #[test]
-    fn repair_datagrams_undoes_one_partition_and_reset_forgets_them() {
+    fn repair_datagrams_undoes_one_partition_and_a_new_world_knows_none() {
         let ip = |d: u8| IpAddr::V4(Ipv4Addr::new(192, 168, 0, d));
-        SimNet::reset(1);
-        SimNet::partition_datagrams(&[ip(1)], &[ip(2), ip(3)]);
-        let dropped = |s, r| KNOBS.with(|k| k.borrow_mut().drop(ip(s), Some(ip(r))));
-        assert!(dropped(1, 2) && dropped(3, 1));
-        assert!(!dropped(2, 3), "within a group");
+        let world = SimWorld::new(1);
+        world.partition_datagrams(&[ip(1)], &[ip(2), ip(3)]);
+        let dropped = |w: &SimWorld, s, r| w.knobs().drops_datagram(ip(s), Some(ip(r)));
+        assert!(dropped(&world, 1, 2) && dropped(&world, 3, 1));
+        assert!(!dropped(&world, 2, 3), "within a group");
         assert!(
-            !KNOBS.with(|k| k.borrow_mut().drop(ip(1), None)),
+            !world.knobs().drops_datagram(ip(1), None),
             "an unnamed receiver"
         );
-        SimNet::repair_datagrams(&[ip(1)], &[ip(2)]);
-        assert!(!dropped(1, 2) && !dropped(2, 1));
-        assert!(dropped(1, 3));
-        SimNet::reset(1);
-        assert!(!dropped(1, 3));
-        assert_eq!(SimNet.host(), None);
-        assert_eq!(SimNet::on_host(ip(4)).host(), Some(ip(4)));
+        world.repair_datagrams(&[ip(1)], &[ip(2)]);
+        assert!(!dropped(&world, 1, 2) && !dropped(&world, 2, 1));
+        assert!(dropped(&world, 1, 3));
+        let fresh = SimWorld::new(1);
+        assert!(!dropped(&fresh, 1, 3));
+        assert_eq!(fresh.net().host(), None);
+        assert_eq!(fresh.net_on_host(ip(4)).host(), Some(ip(4)));
     }
 
     #[test]
     fn datagram_loss_leaves_tcp_alone() {
-        SimNet::reset(3);
-        SimNet::set_datagram_loss(1.0);
+        let world = SimWorld::new(3);
+        world.set_datagram_loss(1.0);
+        let net = world.net();
         let mut sim = turmoil::Builder::new().build();
         sim.host("n1", || async {
             let listener = TcpListener::bind("0.0.0.0:1883").await?;
@@ -588,9 +588,9 @@ mod tests {
             std::future::pending::<()>().await;
             Ok(())
         });
-        sim.client("c1", async {
-            let addr = SocketAddr::new(SimNet.lookup("n1").await?, 1883);
-            let mut s = SimNet.connect(addr).await?;
+        sim.client("c1", async move {
+            let addr = SocketAddr::new(net.lookup("n1").await?, 1883);
+            let mut s = net.connect(addr).await?;
             let mut buf = [0u8; 5];
             tokio::io::AsyncReadExt::read_exact(&mut s, &mut buf).await?;
             assert_eq!(&buf, b"hello");

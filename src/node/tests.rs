@@ -354,7 +354,7 @@ async fn admin_endpoint_serves_metrics_and_clients_behind_the_token() {
 #[cfg(feature = "sim")]
 #[test]
 fn node_runs_on_a_turmoil_host() {
-    use crate::net::SimNet;
+    use crate::net::{SimNet, SimWorld};
 
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(10))
@@ -367,7 +367,8 @@ fn node_runs_on_a_turmoil_host() {
             ("admin.token", "t"),
         ])?;
         let (core, _) = FakeCore::new();
-        let _node = start_with::<SimNet, FakeCore, ByteWire>(SimNet, config, core, false).await?;
+        let net = SimWorld::new(1).net();
+        let _node = start_with::<SimNet, FakeCore, ByteWire>(net, config, core, false).await?;
         std::future::pending::<()>().await;
         Ok(())
     });
@@ -397,17 +398,18 @@ fn node_runs_on_a_turmoil_host() {
 #[test]
 fn clustered_nodes_form_a_cluster_on_turmoil_hosts() {
     use super::NodeHandle;
-    use crate::net::SimNet;
+    use crate::net::SimWorld;
     use std::sync::Mutex as StdMutex;
 
     let handles: Arc<StdMutex<Vec<NodeHandle>>> = Arc::default();
+    let world = SimWorld::new(1);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(30))
         .build();
     for host in ["n1", "n2"] {
-        let handles = Arc::clone(&handles);
+        let (handles, world) = (Arc::clone(&handles), world.clone());
         sim.host(host, move || {
-            let handles = Arc::clone(&handles);
+            let (handles, world) = (Arc::clone(&handles), world.clone());
             async move {
                 let name = format!("{host}@{host}");
                 let config = Config::from_pairs(&[
@@ -418,7 +420,8 @@ fn clustered_nodes_form_a_cluster_on_turmoil_hosts() {
                     ("cluster.static.seeds", "n1@n1,n2@n2"),
                     ("cluster.heartbeat", "200ms"),
                 ])?;
-                let node = crate::node::start(SimNet, config).await?;
+                let net = world.net_on_host(turmoil::lookup(host));
+                let node = crate::node::start(net, config).await?;
                 handles.lock().unwrap().push(node.handle());
                 std::future::pending::<()>().await;
                 Ok(())
