@@ -31,7 +31,7 @@ pub mod topic;
 #[cfg(test)]
 mod tests;
 
-use crate::codec::{DecodeError, Packet, Protocol, ReasonCode};
+use crate::codec::{DecodeError, Packet, Protocol, Publish, PublishProperties, QoS, ReasonCode};
 use inflight::OutState;
 use session::{Message, Outbox, SessionKey, Sessions, SubOptions};
 use timers::Timer;
@@ -168,9 +168,31 @@ pub enum RouteChange {
 pub struct LocalPublish(Arc<Message>);
 
 impl LocalPublish {
-    /// Its wire form, borrowed (message expiry counted down to `now`).
-    pub fn forward_ref(&self, now: Duration) -> crate::cluster::wire::ForwardRef<'_> {
-        self.0.forward_ref(now)
+    pub fn topic(&self) -> &str {
+        &self.0.topic
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.0.payload
+    }
+
+    pub fn qos(&self) -> QoS {
+        self.0.qos
+    }
+
+    pub fn retain(&self) -> bool {
+        self.0.retain
+    }
+
+    /// Seconds left of its message expiry interval at `now` (at least 1), if it has one.
+    pub fn remaining_expiry(&self, now: Duration) -> Option<u32> {
+        self.0.remaining_expiry(now)
+    }
+
+    /// The publisher's properties that travel with the message (no alias, no subscription ids,
+    /// expiry as `remaining_expiry`).
+    pub fn properties(&self) -> &PublishProperties {
+        &self.0.properties
     }
 
     /// Whether its expiry has passed (then it is not forwarded).
@@ -276,17 +298,17 @@ impl Broker {
     }
 
     /// Delivers a publish forwarded by another node to the local subscribers (and, when it is
-    /// retained, stores it). It is never forwarded again. Returns the number of deliveries.
-    pub fn deliver_forwarded(
-        &mut self,
-        publish: crate::cluster::wire::ForwardedPublish,
-        now: Duration,
-    ) -> usize {
-        let Some(msg) = Message::from_forwarded(publish, self.config.max_topic_levels, now) else {
+    /// retained, stores it). It is never forwarded again. Its expiry is its Message Expiry
+    /// Interval property, counted from `now`. Returns the number of deliveries; a publish with an
+    /// invalid topic (never sent by a flockmq peer) is dropped, not repaired.
+    pub fn deliver_forwarded(&mut self, publish: Publish, now: Duration) -> usize {
+        if publish.topic.is_empty()
+            || !topic::valid_topic_name(&publish.topic, self.config.max_topic_levels)
+        {
             tracing::debug!("dropping a malformed forwarded publish");
             return 0;
-        };
-        let msg = Arc::new(msg);
+        }
+        let msg = Arc::new(Message::from_publish(publish, now));
         self.store_retained(&msg);
         self.route(msg, None, now)
     }

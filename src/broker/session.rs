@@ -65,55 +65,6 @@ impl Message {
         }
     }
 
-    /// Turns a publish forwarded by another node into a message; `None` if it is malformed
-    /// (a bad QoS or topic never comes from a flockmq peer, so it is dropped, not repaired).
-    pub fn from_forwarded(
-        p: crate::cluster::wire::ForwardedPublish,
-        max_levels: usize,
-        now: Duration,
-    ) -> Option<Message> {
-        let qos = QoS::from_u8(p.qos)?;
-        if !super::topic::valid_topic_name(&p.topic, max_levels) {
-            return None;
-        }
-        Some(Message {
-            topic: ByteString::from(p.topic),
-            payload: Bytes::from(p.payload),
-            qos,
-            retain: p.retain,
-            expires_at: p.expiry.map(|s| now + Duration::from_secs(u64::from(s))),
-            properties: PublishProperties {
-                payload_format_indicator: p.payload_format_indicator,
-                response_topic: p.response_topic.map(ByteString::from),
-                correlation_data: p.correlation_data.map(Bytes::from),
-                user_properties: p
-                    .user_properties
-                    .into_iter()
-                    .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
-                    .collect(),
-                content_type: p.content_type.map(ByteString::from),
-                ..PublishProperties::default()
-            },
-        })
-    }
-
-    /// The borrowed wire form of this message for forwarding to another node.
-    pub fn forward_ref(&self, now: Duration) -> crate::cluster::wire::ForwardRef<'_> {
-        let props = &self.properties;
-        crate::cluster::wire::ForwardRef {
-            topic: &self.topic,
-            payload: &self.payload,
-            qos: self.qos as u8,
-            retain: self.retain,
-            expiry: self.remaining_expiry(now),
-            payload_format_indicator: props.payload_format_indicator,
-            response_topic: props.response_topic.as_deref(),
-            correlation_data: props.correlation_data.as_deref(),
-            user_properties: crate::cluster::wire::UserProps(&props.user_properties),
-            content_type: props.content_type.as_deref(),
-        }
-    }
-
     /// Turns a will into the message it publishes.
     pub fn from_will(will: LastWill, now: Duration) -> Message {
         let w = will.properties;
@@ -142,7 +93,7 @@ impl Message {
     }
 
     /// Seconds left, rounded up, at least 1 (a delivery already under way is finished).
-    fn remaining_expiry(&self, now: Duration) -> Option<u32> {
+    pub fn remaining_expiry(&self, now: Duration) -> Option<u32> {
         let left = self.expires_at?.saturating_sub(now);
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))

@@ -9,8 +9,7 @@ use bytes::BytesMut;
 use crate::broker::{
     Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss, LocalPublish, RouteChange,
 };
-use crate::cluster::wire::ForwardedPublish;
-use crate::codec::{self, DecodeError, Decoder, Packet, Protocol};
+use crate::codec::{self, DecodeError, Decoder, Packet, Protocol, Publish};
 
 /// The event/action interface of a sans-IO core, exactly the broker's.
 pub(crate) trait Core: Send + 'static {
@@ -37,7 +36,7 @@ pub(crate) trait Core: Send + 'static {
     fn poll_forward(&mut self) -> Option<LocalPublish> {
         None
     }
-    fn deliver_forwarded(&mut self, _publish: ForwardedPublish, _now: Duration) {}
+    fn deliver_forwarded(&mut self, _publish: Publish, _now: Duration) {}
     /// Output pacing (`Action::NotifyDrained`); fakes that never pause keep the defaults.
     fn connection_drained(&mut self, _conn: ConnId, _now: Duration) {}
     fn set_congested(&mut self, _congested: bool) {}
@@ -86,7 +85,7 @@ impl Core for Broker {
     fn poll_forward(&mut self) -> Option<LocalPublish> {
         Broker::poll_forward(self)
     }
-    fn deliver_forwarded(&mut self, publish: ForwardedPublish, now: Duration) {
+    fn deliver_forwarded(&mut self, publish: Publish, now: Duration) {
         Broker::deliver_forwarded(self, publish, now);
     }
     fn connection_drained(&mut self, conn: ConnId, now: Duration) {

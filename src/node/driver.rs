@@ -448,7 +448,9 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         while let Some(publish) = self.core.poll_forward() {
             progressed = true;
             if !publish.expired(now) {
-                cluster.core.forward(&publish.forward_ref(now));
+                cluster
+                    .core
+                    .forward(&super::forward::forward_ref(&publish, now));
             }
         }
         while let Some(action) = cluster.core.poll_action() {
@@ -480,7 +482,12 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     let dial = cluster.ctx.clone().dial(node, host, port, timeout);
                     tokio::spawn(dial.instrument(span));
                 }
-                ClusterAction::Deliver(publish) => self.core.deliver_forwarded(publish, now),
+                ClusterAction::Deliver(forwarded) => {
+                    match super::forward::into_publish(forwarded) {
+                        Some(publish) => self.core.deliver_forwarded(publish, now),
+                        None => tracing::debug!("dropping a forwarded publish with a bad QoS"),
+                    }
+                }
                 ClusterAction::SaveMembers(text) => {
                     if let Some(file) = &cluster.members_file {
                         file.send_replace(text);

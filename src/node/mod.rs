@@ -11,6 +11,7 @@ mod conn;
 mod core;
 mod discover;
 mod driver;
+mod forward;
 mod link;
 #[cfg(test)]
 mod tests;
