@@ -6,11 +6,14 @@
 //! - [`codec`]: MQTT control packets as typed values, decoded incrementally from a `BytesMut` and
 //!   encoded into one. Pure functions of bytes: no I/O, no clock. Bad input becomes a
 //!   [`codec::DecodeError`] that knows the reason code to report.
+//! - [`topic`]: topic names and filters, the topic trie and the retained store: the MQTT
+//!   matching rules shared by the broker (subscriptions) and the cluster (route table).
 //! - [`broker`]: the sans-IO single-node core (quinn-proto style). It takes events (a connection
 //!   opened, a packet arrived, a connection broke, a timer is due) with `now` passed in, and queues
 //!   [`broker::Action`]s (send a packet, close a connection). It owns sessions, the topic trie,
 //!   retained messages, QoS state machines, wills and keepalive, draws randomness only from its
-//!   seeded RNG, and never reads a clock, spawns or touches a socket.
+//!   seeded RNG, and never reads a clock, spawns or touches a socket. It knows nothing of the
+//!   cluster: `node` converts between its messages and the cluster's wire form.
 //! - [`cluster`]: the sans-IO cluster core (same shape as the broker): link handshakes with
 //!   HMAC cookie proofs, heartbeats, membership merged by incarnation, the replicated route table
 //!   (filter -> nodes) and forwarding of publishes once per destination node. Its wire format
@@ -25,7 +28,6 @@
 //!   host run the same `node::start`.
 //! - [`admin`]: the admin HTTP endpoint (Prometheus `/metrics`, the JSON behind `flockmq ctl`)
 //!   and the client side of `ctl`.
-//!
 //! - [`fnv`]: the one stable hash (FNV-1a 64) for seeds and trace hashes.
 //!
 //! `main.rs` only parses the command line and calls into these modules.
@@ -38,3 +40,4 @@ pub mod config;
 pub mod fnv;
 pub mod net;
 pub mod node;
+pub mod topic;

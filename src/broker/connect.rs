@@ -13,11 +13,11 @@ use rand::Rng;
 use super::inflight::OutState;
 use super::session::{Delivery, Link, Message, Session, SessionKey};
 use super::timers::Timer;
-use super::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_name};
 use super::{Action, Broker, ConnId};
 use crate::codec::{
     ConnAck, ConnAckProperties, Connect, Disconnect, LastWill, Packet, QoS, ReasonCode,
 };
+use crate::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_name};
 
 impl Broker {
     pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Duration) {

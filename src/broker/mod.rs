@@ -26,16 +26,15 @@ mod publish;
 mod session;
 mod subscribe;
 mod timers;
-pub mod topic;
 
 #[cfg(test)]
 mod tests;
 
 use crate::codec::{DecodeError, Packet, Protocol, Publish, PublishProperties, QoS, ReasonCode};
+use crate::topic::{self, RetainedStore, TopicTrie};
 use inflight::OutState;
 use session::{Message, Outbox, SessionKey, Sessions, SubOptions};
 use timers::Timer;
-use topic::{RetainedStore, TopicTrie};
 
 /// Identifies one network connection for the lifetime of the node (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,9 +12,9 @@ use std::time::Duration;
 use bytestring::ByteString;
 
 use super::session::{Delivery, Message, SessionKey, SubOptions};
-use super::topic::valid_topic_name;
 use super::{Broker, ConnId};
 use crate::codec::{Ack, Packet, Publish, QoS, ReasonCode};
+use crate::topic::valid_topic_name;
 
 /// One (session, subscription) pair matched by a publish.
 #[derive(Debug, Clone, Copy)]

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytestring::ByteString;
 
 use super::session::{Delivery, Message, SessionKey, SubOptions};
-use super::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_filter};
 use super::{Broker, ConnId};
 use crate::codec::{
     AckProperties, Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_filter};
 
 impl Broker {
     pub(super) fn handle_subscribe(

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::broker::topic::TopicTrie;
 use crate::config::NodeName;
+use crate::topic::TopicTrie;
 
 /// Filter → remote nodes, plus each node's own set for resync and purge.
 #[derive(Debug, Default)]

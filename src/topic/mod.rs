@@ -1,4 +1,5 @@
-//! Topic names, topic filters, the topic trie and the retained-message store.
+//! Topic names, topic filters, the topic trie and the retained-message store: the MQTT matching
+//! rules shared by the broker core (subscriptions, retained) and the cluster core (route table).
 //!
 //! Owns the MQTT matching rules (§4.7): `/` separates levels (empty levels are real levels), `+`
 //! matches exactly one level, `#` matches the parent level and everything below it, and a filter
@@ -570,5 +571,4 @@ impl<M> RetainedStore<M> {
 }
 
 #[cfg(test)]
-#[path = "topic_tests.rs"]
 mod tests;
