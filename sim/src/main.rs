@@ -45,6 +45,13 @@ enum Command {
         /// Seeds as A..B (B excluded) or A..=B.
         #[arg(long, default_value = "0..10")]
         seeds: String,
+        /// Runs at once, each on its own thread (every run is still one seed on one thread, so
+        /// results and output are the same for any value).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Start no new run after this much wall time (e.g. 10m); runs under way finish.
+        #[arg(long, value_parser = parse_budget)]
+        time_budget: Option<Duration>,
     },
     /// Run one seed twice in this process and compare the trace hashes.
     CheckDeterminism {
@@ -99,8 +106,13 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", outcome.summary());
             Ok(finish(&[outcome]))
         }
-        Command::Swarm { files, seeds } => {
-            let (from, to) = parse_seeds(&seeds)?;
+        Command::Swarm {
+            files,
+            seeds,
+            jobs,
+            time_budget,
+        } => {
+            let seeds = parse_seeds(&seeds)?;
             let files = if files.is_empty() {
                 all_scenarios(Path::new("scenarios"))?
             } else {
@@ -110,26 +122,7 @@ fn real_main() -> Result<ExitCode> {
                 .iter()
                 .map(|f| Scenario::load(f))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut failed = Vec::new();
-            let mut runs = 0;
-            for scenario in &scenarios {
-                let before = failed.len();
-                for seed in from..to {
-                    let outcome = run(scenario, seed, RunOptions::default());
-                    runs += 1;
-                    if !outcome.passed() {
-                        println!("{} seed {seed}: FAILED", outcome.file);
-                        failed.push(outcome);
-                    }
-                }
-                println!(
-                    "{}: seeds {from}..{to}, {} failed",
-                    flockmq_sim::check::display_path(&scenario.file),
-                    failed.len() - before
-                );
-            }
-            println!("swarm: {runs} runs, {} failed", failed.len());
-            Ok(finish(&failed))
+            Ok(swarm(&scenarios, seeds, jobs.max(1), time_budget))
         }
         Command::CheckDeterminism { file, seed } => {
             let scenario = Scenario::load(&file)?;
@@ -160,6 +153,111 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a swarm keeps of one run (an `Outcome` holds the run's `Rc` state and stays on the
+/// thread that ran it).
+struct SwarmRun {
+    file: String,
+    seed: u64,
+    /// The violations and the reproduce line, for a run that failed.
+    failure: Option<String>,
+}
+
+/// Runs every (scenario, seed) pair on `jobs` threads, taking pairs in order, then prints the
+/// results in that order: the output does not depend on `jobs`. With a budget, pairs not started
+/// in time are reported as not run.
+#[allow(clippy::disallowed_methods)] // a swarm's budget is wall-clock time on purpose
+fn swarm(
+    scenarios: &[Scenario],
+    (from, to): (u64, u64),
+    jobs: usize,
+    budget: Option<Duration>,
+) -> ExitCode {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let started = std::time::Instant::now();
+    let work: Vec<(usize, u64)> = (0..scenarios.len())
+        .flat_map(|i| (from..to).map(move |seed| (i, seed)))
+        .collect();
+    let results: Vec<Mutex<Option<SwarmRun>>> = work.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    if budget.is_some_and(|b| started.elapsed() >= b) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(scenario, seed)) = work.get(i) else {
+                        return;
+                    };
+                    let outcome = run(&scenarios[scenario], seed, RunOptions::default());
+                    let done = SwarmRun {
+                        file: outcome.file.clone(),
+                        seed,
+                        failure: (!outcome.passed()).then(|| outcome.failure_report()),
+                    };
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(done);
+                    }
+                }
+            });
+        }
+    });
+    let results: Vec<Option<SwarmRun>> = results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    let (mut runs, mut failed) = (0, Vec::new());
+    for (i, scenario) in scenarios.iter().enumerate() {
+        let mine: Vec<&SwarmRun> = work
+            .iter()
+            .zip(&results)
+            .filter(|((s, _), _)| *s == i)
+            .filter_map(|(_, r)| r.as_ref())
+            .collect();
+        let before = failed.len();
+        for r in &mine {
+            if r.failure.is_some() {
+                println!("{} seed {}: FAILED", r.file, r.seed);
+                failed.push(*r);
+            }
+        }
+        runs += mine.len();
+        let total = to - from;
+        let ran = if mine.len() as u64 == total {
+            String::new()
+        } else {
+            format!(" ({} of {total} run before the time budget)", mine.len())
+        };
+        println!(
+            "{}: seeds {from}..{to}{ran}, {} failed",
+            flockmq_sim::check::display_path(&scenario.file),
+            failed.len() - before
+        );
+    }
+    println!(
+        "swarm: {runs} runs, {} failed ({} jobs, {:.0}s wall)",
+        failed.len(),
+        jobs,
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for r in failed {
+        println!("FAILED {} seed {}", r.file, r.seed);
+        print!("{}", r.failure.as_deref().unwrap_or_default());
+    }
+    ExitCode::FAILURE
+}
+
+/// `90s`, `10m`, `2h`: the wall-clock budget of a swarm.
+fn parse_budget(s: &str) -> Result<Duration, String> {
+    flockmq::config::parse_duration(s)
 }
 
 /// Prints the failures (each ends with its reproduce line); the exit code says whether any.
