@@ -139,7 +139,7 @@ fn planted_lost_qos1_delivery_fails_at_least_once_with_the_reproduce_line() {
     let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
     assert!(!broken.passed(), "the planted bug went unnoticed");
     assert_eq!(broken.violations.len(), 1, "{:?}", broken.violations);
-    let v = &broken.violations[0];
+    let v = broken.violations[0].to_string();
     assert!(
         v.starts_with("w1-s1: QoS 1 message ") && v.contains("never delivered"),
         "{v}"
@@ -159,11 +159,10 @@ fn planted_duplicate_qos2_delivery_fails_exactly_once() {
     let plant = PlantedBug::DuplicateQos2Delivery { client: 0, nth: 3 };
     let broken = run(&scenario, 1, RunOptions { plant: Some(plant) });
     assert_eq!(broken.violations.len(), 1, "{:?}", broken.violations);
+    let v = broken.violations[0].to_string();
     assert!(
-        broken.violations[0].starts_with("q2-s1: QoS 2 message ")
-            && broken.violations[0].contains("delivered 2 times"),
-        "{}",
-        broken.violations[0]
+        v.starts_with("q2-s1: QoS 2 message ") && v.contains("delivered 2 times"),
+        "{v}"
     );
 }
 
@@ -210,7 +209,7 @@ fn a_panic_in_a_spawned_task_fails_the_run() {
         broken
             .violations
             .iter()
-            .any(|v| v.starts_with("panic inside the simulation")),
+            .any(|v| v.to_string().starts_with("panic inside the simulation")),
         "{:?}",
         broken.violations
     );
@@ -282,9 +281,10 @@ fn members_stable_from_names_the_node_the_time_and_what_it_saw() {
         ("", ""),
     );
     let outcome = run(&scenario, 1, RunOptions::default());
-    let stable: Vec<&String> = outcome
+    let stable: Vec<String> = outcome
         .violations
         .iter()
+        .map(ToString::to_string)
         .filter(|v| v.contains("(expect.members_stable_from)"))
         .collect();
     assert!(!stable.is_empty(), "{:?}", outcome.violations);
@@ -304,7 +304,7 @@ fn formed_within_fails_when_the_late_node_cannot_have_joined_yet() {
     let scenario = static_faults_with("", ("formed_within = \"12s\"", "formed_within = \"8s\""));
     let outcome = run(&scenario, 1, RunOptions::default());
     assert_eq!(outcome.violations.len(), 1, "{:?}", outcome.violations);
-    let v = &outcome.violations[0];
+    let v = outcome.violations[0].to_string();
     assert!(v.contains("agreed on exactly themselves only at 8."), "{v}");
     assert!(
         v.contains("expected by 8.000s (expect.formed_within)"),
