@@ -437,6 +437,10 @@ impl Broker {
             return;
         };
         self.with_session(key, now, |s, cfg, out, now| s.on_drained(cfg, out, now));
+        if self.shutting_down {
+            // What waited for the drain may have been the last thing this connection owed.
+            self.close_if_drained(conn, now);
+        }
     }
 
     /// Whether the node's unwritten output is over its budget (`mqtt.output_budget`), as the

@@ -288,3 +288,26 @@ fn subscriptions_beyond_the_quota_are_refused_one_by_one() {
         "0x80 in 3.1.1"
     );
 }
+
+#[test]
+fn a_stopping_node_closes_a_paused_connection_once_it_drained() {
+    let mut h = Harness::with_config(paced());
+    let p = h.connect("p");
+    let s = h.connect("s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    for _ in 0..6 {
+        h.send(p, Packet::Publish(publish("t", QoS::AtMostOnce, None, &KB)));
+    }
+    assert_eq!(h.publishes(s).len(), 4);
+    assert!(h.take_drain_request(s));
+    h.broker.shutdown(h.now);
+    h.collect();
+    assert!(!h.closed(s), "two messages still wait for the drain");
+    h.drained(s);
+    assert_eq!(h.publishes(s).len(), 2);
+    assert!(
+        h.closed(s),
+        "nothing owed any more: closed without waiting for the timeout"
+    );
+    assert_eq!(h.disconnect_reason(s), Some(ReasonCode::ServerShuttingDown));
+}
