@@ -321,7 +321,8 @@ pub struct ListenerSection {
 /// `admin.*`: the HTTP admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSection {
-    /// `admin.bind`: `None` (`off`) disables the endpoint.
+    /// `admin.bind`: `None` (`off`) disables the endpoint; any address but 127.0.0.1 or ::1
+    /// needs `token`.
     pub bind: Option<SocketAddr>,
     /// `admin.token`: bearer token required by every request when set.
     pub token: Option<String>,

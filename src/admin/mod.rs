@@ -80,8 +80,9 @@ impl Refusals {
             .unwrap_or_else(PoisonError::into_inner)
             .admit(refusal, now);
         if let Some(suppressed) = admitted {
+            let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
             tracing::warn!(
-                ?peer,
+                %peer,
                 suppressed,
                 "admin request refused: {}",
                 refusal.message()
