@@ -347,7 +347,8 @@ pub struct ListenerSection {
 /// `admin.*`: the HTTP admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSection {
-    /// `admin.bind`: `None` (`off`) disables the endpoint.
+    /// `admin.bind`: `None` (`off`) disables the endpoint; any address but 127.0.0.1 or ::1
+    /// needs `token`.
     pub bind: Option<SocketAddr>,
     /// `admin.token`: bearer token required by every request when set.
     pub token: Option<String>,
@@ -1138,13 +1139,19 @@ impl Config {
                 ));
             }
         }
-        let unprotected = |b: &SocketAddr| !b.ip().is_loopback() && self.admin.token.is_none();
+        // Only 127.0.0.1 and ::1 go without a token: another loopback address (127.0.0.5) is
+        // not where the endpoint's Host check expects it, and anything else is reachable from
+        // other hosts.
+        let unprotected =
+            |b: &SocketAddr| !admin_bind_is_local_only(b.ip()) && self.admin.token.is_none();
         if let Some(bind) = self.admin.bind.filter(unprotected) {
             let key = "admin.bind";
             return Err(ConfigError::invalid(
                 &origin_of(key),
                 key,
-                format!("{bind} is not loopback: set admin.token (or admin.bind = 127.0.0.1:PORT)"),
+                format!(
+                    "{bind} is not 127.0.0.1 or ::1: set admin.token (or admin.bind = 127.0.0.1:PORT)"
+                ),
             ));
         }
         Ok(())
@@ -1182,6 +1189,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render())
     }
+}
+
+/// Whether an admin endpoint bound to `ip` may go without `admin.token`: exactly 127.0.0.1 or ::1.
+fn admin_bind_is_local_only(ip: IpAddr) -> bool {
+    ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
 }
 
 #[cfg(test)]
@@ -1524,16 +1536,31 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_admin_requires_a_token() {
+    fn admin_bind_other_than_127_0_0_1_or_ipv6_loopback_requires_a_token() {
+        for bind in [
+            "0.0.0.0:18083",
+            "127.0.0.5:0",
+            "10.1.2.3:18083",
+            "[::]:18083",
+        ] {
+            assert_eq!(
+                err(&[("admin.bind", bind)]),
+                format!(
+                    "--set: admin.bind: {} is not 127.0.0.1 or ::1: set admin.token (or admin.bind = 127.0.0.1:PORT)",
+                    bind.parse::<SocketAddr>().unwrap()
+                )
+            );
+            let c = Config::from_pairs(&[("admin.bind", bind), ("admin.token", "t")]).unwrap();
+            assert_eq!(c.admin.token.as_deref(), Some("t"));
+        }
         assert_eq!(
-            err(&[("admin.bind", "0.0.0.0:18083")]),
-            "--set: admin.bind: 0.0.0.0:18083 is not loopback: set admin.token (or admin.bind = 127.0.0.1:PORT)"
+            file_err("admin.bind = 127.0.0.5:18083\n"),
+            "flockmq.conf:1: admin.bind: 127.0.0.5:18083 is not 127.0.0.1 or ::1: set admin.token (or admin.bind = 127.0.0.1:PORT)"
         );
-        let c =
-            Config::from_pairs(&[("admin.bind", "0.0.0.0:18083"), ("admin.token", "t")]).unwrap();
-        assert_eq!(c.admin.token.as_deref(), Some("t"));
-        let c = Config::from_pairs(&[("admin.bind", "[::1]:18083")]).unwrap();
-        assert!(c.admin.token.is_none());
+        for bind in ["[::1]:18083", "127.0.0.1:0", "127.0.0.1:18083"] {
+            let c = Config::from_pairs(&[("admin.bind", bind)]).unwrap();
+            assert!(c.admin.token.is_none());
+        }
         assert_eq!(
             Config::from_pairs(&[("admin.bind", "off")])
                 .unwrap()

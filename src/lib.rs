@@ -26,6 +26,7 @@
 //! - [`node`]: the only async code. Generic over `Net`, it accepts connections, frames packets,
 //!   and runs the one task that owns the broker core; the production binary and every simulated
 //!   host run the same `node::start`.
+//! - [`log_limit`]: the log-line rate limiter (one line per reason per period, counting the rest).
 //! - [`admin`]: the admin HTTP endpoint (Prometheus `/metrics`, the JSON behind `flockmq ctl`)
 //!   and the client side of `ctl`.
 //! - [`fnv`]: the one stable hash (FNV-1a 64) for seeds and trace hashes.
@@ -38,6 +39,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod fnv;
+pub mod log_limit;
 pub mod net;
 pub mod node;
 pub mod topic;

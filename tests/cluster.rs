@@ -4,7 +4,8 @@
 //! force-leave.
 //!
 //! Each test uses its own cluster port (all its nodes share it, each on its own IP) so tests run
-//! in parallel; MQTT and admin ports are ephemeral and read from the startup line.
+//! in parallel; MQTT and admin ports are ephemeral and read from the startup line. Every admin
+//! endpoint is on 127.0.0.1 (any other address would need `admin.token`).
 
 mod common;
 
@@ -55,7 +56,7 @@ fn write_config(test: &str, i: usize, cluster_port: u16, discovery: &str) -> Pat
          node.cookie = emqxsecretcookie\n\
          node.data_dir = {data}\n\
          listener.tcp.bind = 127.0.0.{i}:0\n\
-         admin.bind = 127.0.0.{i}:0\n\
+         admin.bind = 127.0.0.1:0\n\
          cluster.name = testcluster\n\
          cluster.port = {cluster_port}\n\
          cluster.discovery = {discovery}\n\

@@ -260,7 +260,7 @@ mod tests {
             admin_target(&c).unwrap(),
             "127.0.0.1:18084".parse().unwrap()
         );
-        let c = Config::from_pairs(&[("admin.bind", "127.0.0.5:1")]).unwrap();
+        let c = Config::from_pairs(&[("admin.bind", "127.0.0.5:1"), ("admin.token", "t")]).unwrap();
         assert_eq!(admin_target(&c).unwrap(), "127.0.0.5:1".parse().unwrap());
         let c = Config::from_pairs(&[("admin.bind", "off")]).unwrap();
         assert!(matches!(admin_target(&c), Err(CtlError::AdminDisabled)));

@@ -2,37 +2,98 @@
 //! commands read, and the `ctl` client itself.
 //!
 //! It only reads through a `NodeHandle`; it never touches broker or cluster state directly and
-//! makes no protocol decisions. With `admin.token` set every request needs
-//! `Authorization: Bearer TOKEN`.
+//! makes no protocol decisions. Who may call it is decided in `guard` (DESIGN §1 Security):
+//! with `admin.token` set every request needs `Authorization: Bearer TOKEN`; without one (only on
+//! loopback) `Host` must name the endpoint and a state-changing request needs a JSON body and no
+//! foreign `Origin`, so a web page in a browser on the host cannot drive it. Connections are
+//! bounded in number and in time (see the constants below).
 
 pub mod ctl;
+mod guard;
 mod metrics;
 
 pub use metrics::render_prometheus;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::{mpsc, watch};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
 
 use crate::config::{NodeName, SeedNode};
+use crate::log_limit::LogLimiter;
 use crate::net::Net;
 use crate::node::{CommandError, NodeError, NodeHandle};
+use guard::{Policy, Refusal};
 
 /// Pause after a failed accept so a full fd table does not make us spin.
-const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Admin connections open at once; one more is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a connection has to send a request's headers, counted from when the server starts
+/// waiting for them (on accept, and after each answer on a kept-alive connection); then it is
+/// closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a request has to send its body once its headers are in; then 408 and close.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time from a request's headers to its answer, body and handler included (longer than the 15 s
+/// a join waits for the link); then 503 and close.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request body (the JSON bodies are a few bytes); larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+/// At most one log line per refusal reason per this long (with the count suppressed meanwhile).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Time since the endpoint started, read through `Net::now`.
+type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 #[derive(Clone)]
 struct AdminState {
     handle: NodeHandle,
-    token: Option<Arc<str>>,
+    policy: Arc<Policy>,
+    refusals: Refusals,
 }
+
+/// The rate-limited log of refused requests and connections.
+#[derive(Clone)]
+struct Refusals {
+    log: Arc<Mutex<LogLimiter<Refusal>>>,
+    clock: Clock,
+}
+
+impl Refusals {
+    fn note(&self, refusal: Refusal, peer: Option<SocketAddr>) {
+        let now = (self.clock)();
+        let admitted = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(refusal, now);
+        if let Some(suppressed) = admitted {
+            let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+            tracing::warn!(
+                %peer,
+                suppressed,
+                "admin request refused: {}",
+                refusal.message()
+            );
+        }
+    }
+}
+
+/// The peer of the connection a request came on (a request extension, for the refusal log).
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
 
 /// Body of `POST /api/v1/cluster/join` and `/force-leave`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -43,13 +104,10 @@ pub struct NodeRequest {
 
 /// The admin routes: `GET /metrics`, `GET /api/v1/metrics`, `GET /api/v1/clients`,
 /// `GET /api/v1/cluster/status`, `GET /api/v1/routes`, `POST /api/v1/cluster/join`,
-/// `POST /api/v1/cluster/leave`, `POST /api/v1/cluster/force-leave`. A refused cluster command
-/// answers 400 with the reason as plain text.
-pub fn router(handle: NodeHandle, token: Option<String>) -> Router {
-    let state = AdminState {
-        handle,
-        token: token.map(Arc::from),
-    };
+/// `POST /api/v1/cluster/leave`, `POST /api/v1/cluster/force-leave` (each POST with a JSON body:
+/// `{"node": "name@host"}`, `{}` for leave). A refused cluster command answers 400 with the
+/// reason as plain text; a refused caller 401 / 403 with `{"error": "..."}`.
+fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(prometheus))
         .route("/api/v1/metrics", get(metrics_json))
@@ -59,34 +117,74 @@ pub fn router(handle: NodeHandle, token: Option<String>) -> Router {
         .route("/api/v1/cluster/join", post(cluster_join))
         .route("/api/v1/cluster/leave", post(cluster_leave))
         .route("/api/v1/cluster/force-leave", post(cluster_force_leave))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_request))
         .with_state(state)
 }
 
-/// Compares without an early exit, so response timing does not reveal a token prefix.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn refusal_response(refusal: Refusal) -> Response {
+    let status =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (
+        status,
+        axum::Json(serde_json::json!({ "error": refusal.message() })),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    match refusal {
+        Refusal::Token => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        Refusal::SlowBody | Refusal::BadBody | Refusal::Timeout => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    response
 }
 
-fn authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
-    let Some(token) = token else { return true };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
-}
-
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    if authorized(state.token.as_deref(), request.headers()) {
-        next.run(request).await
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "missing or wrong bearer token\n",
-        )
-            .into_response()
+/// Every request passes here: the caller check, then the body (bounded in size and time), then
+/// the handler (bounded in time).
+async fn guard_request(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<Peer>().map(|p| p.0);
+    let refuse = |refusal: Refusal| {
+        state.refusals.note(refusal, peer);
+        refusal_response(refusal)
+    };
+    let must_be_json = match state
+        .policy
+        .check(request.method(), request.uri(), request.headers())
+    {
+        Ok(must_be_json) => must_be_json,
+        Err(refusal) => return refuse(refusal),
+    };
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, async move {
+        let (parts, body) = request.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY as u64) {
+            return Err(Refusal::BadBody);
+        }
+        let bytes =
+            match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+                Err(_) => return Err(Refusal::SlowBody),
+                Ok(Err(_)) => return Err(Refusal::BadBody),
+                Ok(Ok(bytes)) => bytes,
+            };
+        if must_be_json && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
+            return Err(Refusal::BadJson);
+        }
+        Ok(next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await)
+    })
+    .await;
+    match answer {
+        Ok(Ok(response)) => response,
+        Ok(Err(refusal)) => refuse(refusal),
+        Err(_) => refuse(Refusal::Timeout),
     }
 }
 
@@ -172,76 +270,102 @@ async fn cluster_force_leave(
     }
 }
 
-/// Lets axum serve on any `Net` listener (so the endpoint also exists on simulated hosts).
-struct NetListener<N: Net> {
-    net: N,
-    listener: N::TcpListener,
-}
-
-impl<N: Net> axum::serve::Listener for NetListener<N> {
-    type Io = N::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (N::TcpStream, SocketAddr) {
-        loop {
-            match self.net.accept(&self.listener).await {
-                Ok(accepted) => return accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.net.local_addr(&self.listener)
-    }
-}
-
 /// Serves the admin routes on `listener` until `stop` turns true (or its sender is dropped).
-/// Holds `_alive` so the node's shutdown waits for it.
+/// Holds `_alive`, and so does every connection task, so the node's shutdown waits for them.
 pub(crate) async fn serve<N: Net>(
     net: N,
     listener: N::TcpListener,
     handle: NodeHandle,
     token: Option<String>,
     mut stop: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    alive: mpsc::Sender<()>,
 ) {
-    let app = router(handle, token);
-    let stopped = async move {
-        let _ = stop.wait_for(|stop| *stop).await;
+    let local = match net.local_addr(&listener) {
+        Ok(local) => local,
+        Err(e) => {
+            tracing::warn!(error = %e, "admin endpoint has no local address");
+            return;
+        }
     };
-    if let Err(e) = axum::serve(NetListener { net, listener }, app)
-        .with_graceful_shutdown(stopped)
-        .await
-    {
-        tracing::warn!(error = %e, "admin endpoint failed");
+    let started = net.now();
+    let clock_net = net.clone();
+    let refusals = Refusals {
+        log: Arc::new(Mutex::new(LogLimiter::new(REFUSAL_LOG_EVERY))),
+        clock: Arc::new(move || clock_net.now().saturating_duration_since(started)),
+    };
+    let app = router(AdminState {
+        handle,
+        policy: Arc::new(Policy::new(token, local)),
+        refusals: refusals.clone(),
+    });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = net.accept(&listener) => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refusals.note(Refusal::TooManyConnections, Some(peer));
+            drop(stream);
+            continue;
+        };
+        let connection = serve_connection(stream, peer, app.clone(), stop.clone(), alive.clone());
+        tokio::spawn(
+            async move {
+                connection.await;
+                drop(slot);
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(auth: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
-        h
-    }
-
-    #[test]
-    fn no_token_configured_allows_everything() {
-        assert!(authorized(None, &HeaderMap::new()));
-    }
-
-    #[test]
-    fn token_requires_matching_bearer_header() {
-        assert!(authorized(Some("s3cret"), &headers("Bearer s3cret")));
-        assert!(!authorized(Some("s3cret"), &headers("Bearer s3cre")));
-        assert!(!authorized(Some("s3cret"), &headers("Basic s3cret")));
-        assert!(!authorized(Some("s3cret"), &HeaderMap::new()));
+/// One HTTP/1.1 connection: hyper with a header-read timeout on tokio's timer; on stop, the
+/// request in progress is answered and the connection closed.
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        tower_service::Service::call(&mut app.clone(), request)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let finished = tokio::select! {
+        biased;
+        () = stopped => None,
+        result = connection.as_mut() => Some(result),
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "admin connection ended");
     }
 }

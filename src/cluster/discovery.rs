@@ -300,47 +300,10 @@ impl fmt::Display for DropReason {
     }
 }
 
-const DROP_REASONS: usize = 7;
-
-impl DropReason {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Logs dropped datagrams at most once per `every` per reason, counting the rest, so a noisy
-/// segment (or an attacker) cannot flood the log.
-#[derive(Debug, Clone)]
-pub struct DropLog {
-    every: std::time::Duration,
-    last: [Option<std::time::Duration>; DROP_REASONS],
-    suppressed: [u64; DROP_REASONS],
-}
-
-impl DropLog {
-    /// A limiter letting one line per reason through every `every`.
-    pub fn new(every: std::time::Duration) -> DropLog {
-        DropLog {
-            every,
-            last: [None; DROP_REASONS],
-            suppressed: [0; DROP_REASONS],
-        }
-    }
-
-    /// Whether a drop for `reason` at `now` should be logged; if so, how many were suppressed
-    /// since the last line.
-    pub fn admit(&mut self, reason: DropReason, now: std::time::Duration) -> Option<u64> {
-        let i = reason.index();
-        let due = self.last[i].is_none_or(|at| at + self.every <= now);
-        if due {
-            self.last[i] = Some(now);
-            Some(std::mem::take(&mut self.suppressed[i]))
-        } else {
-            self.suppressed[i] += 1;
-            None
-        }
-    }
-}
+/// Logs dropped datagrams at most once per period per reason, counting the rest, so a noisy
+/// segment (or an attacker) cannot flood the log. The limiter now lives in
+/// [`crate::log_limit`] (the admin endpoint uses it too); this name stays for the cluster core.
+pub type DropLog = crate::log_limit::LogLimiter<DropReason>;
 
 #[cfg(test)]
 mod tests {
