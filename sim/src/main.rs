@@ -164,9 +164,10 @@ struct SwarmRun {
     failure: Option<String>,
 }
 
-/// Runs every (scenario, seed) pair on `jobs` threads, taking pairs in order, then prints the
-/// results in that order: the output does not depend on `jobs`. With a budget, pairs not started
-/// in time are reported as not run.
+/// Runs every (scenario, seed) pair on `jobs` threads, taking pairs in order, and prints the
+/// results in that order as soon as they are known (a scenario's line once all its seeds ran):
+/// the output does not depend on `jobs`. With a budget, pairs not started in time are reported
+/// as not run.
 #[allow(clippy::disallowed_methods)] // a swarm's budget is wall-clock time on purpose
 fn swarm(
     scenarios: &[Scenario],
@@ -178,10 +179,9 @@ fn swarm(
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let started = std::time::Instant::now();
-    let work: Vec<(usize, u64)> = (0..scenarios.len())
-        .flat_map(|i| (from..to).map(move |seed| (i, seed)))
-        .collect();
-    let results: Vec<Mutex<Option<SwarmRun>>> = work.iter().map(|_| Mutex::new(None)).collect();
+    let per = usize::try_from(to - from).unwrap_or(usize::MAX);
+    let total = scenarios.len().saturating_mul(per);
+    let report = Mutex::new(SwarmReport::new(total));
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
@@ -191,68 +191,112 @@ fn swarm(
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(scenario, seed)) = work.get(i) else {
+                    if i >= total {
                         return;
-                    };
+                    }
+                    let (scenario, seed) = (i / per, from + (i % per) as u64);
                     let outcome = run(&scenarios[scenario], seed, RunOptions::default());
                     let done = SwarmRun {
                         file: outcome.file.clone(),
                         seed,
                         failure: (!outcome.passed()).then(|| outcome.failure_report()),
                     };
-                    if let Ok(mut slot) = results[i].lock() {
-                        *slot = Some(done);
+                    if let Ok(mut r) = report.lock() {
+                        r.done(i, done, scenarios, (from, to));
                     }
                 }
             });
         }
     });
-    let results: Vec<Option<SwarmRun>> = results
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-    let (mut runs, mut failed) = (0, Vec::new());
-    for (i, scenario) in scenarios.iter().enumerate() {
-        let mine: Vec<&SwarmRun> = work
-            .iter()
-            .zip(&results)
-            .filter(|((s, _), _)| *s == i)
-            .filter_map(|(_, r)| r.as_ref())
-            .collect();
-        let before = failed.len();
-        for r in &mine {
-            if r.failure.is_some() {
-                println!("{} seed {}: FAILED", r.file, r.seed);
-                failed.push(*r);
-            }
-        }
-        runs += mine.len();
-        let total = to - from;
-        let ran = if mine.len() as u64 == total {
-            String::new()
-        } else {
-            format!(" ({} of {total} run before the time budget)", mine.len())
-        };
-        println!(
-            "{}: seeds {from}..{to}{ran}, {} failed",
-            flockmq_sim::check::display_path(&scenario.file),
-            failed.len() - before
-        );
-    }
+    let mut report = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    report.finish(scenarios, (from, to));
     println!(
-        "swarm: {runs} runs, {} failed ({} jobs, {:.0}s wall)",
-        failed.len(),
+        "swarm: {} runs, {} failed ({} jobs, {:.0}s wall)",
+        report.runs,
+        report.failed.len(),
         jobs,
         started.elapsed().as_secs_f64()
     );
-    if failed.is_empty() {
+    if report.failed.is_empty() {
         return ExitCode::SUCCESS;
     }
-    for r in failed {
+    for r in &report.failed {
         println!("FAILED {} seed {}", r.file, r.seed);
         print!("{}", r.failure.as_deref().unwrap_or_default());
     }
     ExitCode::FAILURE
+}
+
+/// The swarm's results in run order, printed up to the first one still missing.
+struct SwarmReport {
+    slots: Vec<Option<SwarmRun>>,
+    /// The first run not printed yet.
+    cursor: usize,
+    /// Runs of the scenario at the cursor that ran / failed.
+    ran_here: usize,
+    failed_here: usize,
+    runs: usize,
+    failed: Vec<SwarmRun>,
+}
+
+impl SwarmReport {
+    fn new(total: usize) -> SwarmReport {
+        SwarmReport {
+            slots: (0..total).map(|_| None).collect(),
+            cursor: 0,
+            ran_here: 0,
+            failed_here: 0,
+            runs: 0,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Records run `i` and prints what became printable.
+    fn done(&mut self, i: usize, run: SwarmRun, scenarios: &[Scenario], seeds: (u64, u64)) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(run);
+        }
+        while self.slots.get(self.cursor).is_some_and(Option::is_some) {
+            self.advance(true, scenarios, seeds);
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    /// Prints everything left; runs never started count as not run.
+    fn finish(&mut self, scenarios: &[Scenario], seeds: (u64, u64)) {
+        while self.cursor < self.slots.len() {
+            let ran = self.slots[self.cursor].is_some();
+            self.advance(ran, scenarios, seeds);
+        }
+    }
+
+    fn advance(&mut self, ran: bool, scenarios: &[Scenario], (from, to): (u64, u64)) {
+        let per = (to - from) as usize;
+        if let Some(run) = self.slots[self.cursor].take().filter(|_| ran) {
+            self.ran_here += 1;
+            self.runs += 1;
+            if run.failure.is_some() {
+                println!("{} seed {}: FAILED", run.file, run.seed);
+                self.failed_here += 1;
+                self.failed.push(run);
+            }
+        }
+        self.cursor += 1;
+        if self.cursor % per == 0 {
+            let scenario = &scenarios[self.cursor / per - 1];
+            let ran = if self.ran_here == per {
+                String::new()
+            } else {
+                format!(" ({} of {per} run before the time budget)", self.ran_here)
+            };
+            println!(
+                "{}: seeds {from}..{to}{ran}, {} failed",
+                flockmq_sim::check::display_path(&scenario.file),
+                self.failed_here
+            );
+            (self.ran_here, self.failed_here) = (0, 0);
+        }
+    }
 }
 
 /// `90s`, `10m`, `2h`: the wall-clock budget of a swarm.
