@@ -1,5 +1,5 @@
 //! Multicast discovery datagrams (`cluster.discovery = mcast`): their format, the cookie digest
-//! and the HMAC that authenticates them, and the rate-limited log of dropped datagrams.
+//! and the HMAC that authenticates them (their drops are logged through `super::limit`).
 //!
 //! A node announces itself (`Ping`) to the group; a node that hears an unlinked member of its
 //! cluster answers (`Pong`, unicast to the sender) when it is the higher name, or dials when it
@@ -267,7 +267,8 @@ pub fn decode(buf: &[u8]) -> Result<Announce<'_>, DatagramError> {
     })
 }
 
-/// Why a well-formed datagram was still dropped (the log classes of [`DropLog`]).
+/// Why a well-formed datagram was still dropped (the log classes of the drop log, a
+/// [`super::limit::RateLimit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DropReason {
     /// Undecodable (see [`DatagramError`]).
@@ -300,51 +301,8 @@ impl fmt::Display for DropReason {
     }
 }
 
-const DROP_REASONS: usize = 7;
-
-impl DropReason {
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Logs dropped datagrams at most once per `every` per reason, counting the rest, so a noisy
-/// segment (or an attacker) cannot flood the log.
-#[derive(Debug, Clone)]
-pub struct DropLog {
-    every: std::time::Duration,
-    last: [Option<std::time::Duration>; DROP_REASONS],
-    suppressed: [u64; DROP_REASONS],
-}
-
-impl DropLog {
-    /// A limiter letting one line per reason through every `every`.
-    pub fn new(every: std::time::Duration) -> DropLog {
-        DropLog {
-            every,
-            last: [None; DROP_REASONS],
-            suppressed: [0; DROP_REASONS],
-        }
-    }
-
-    /// Whether a drop for `reason` at `now` should be logged; if so, how many were suppressed
-    /// since the last line.
-    pub fn admit(&mut self, reason: DropReason, now: std::time::Duration) -> Option<u64> {
-        let i = reason.index();
-        let due = self.last[i].is_none_or(|at| at + self.every <= now);
-        if due {
-            self.last[i] = Some(now);
-            Some(std::mem::take(&mut self.suppressed[i]))
-        } else {
-            self.suppressed[i] += 1;
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use proptest::prelude::*;
 
@@ -452,20 +410,6 @@ mod tests {
         for (what, bytes, want) in cases {
             assert_eq!(decode(&bytes).map(|_| ()), Err(want), "{what}");
         }
-    }
-
-    #[test]
-    fn the_drop_log_admits_one_line_per_reason_per_period_and_counts_the_rest() {
-        let mut log = DropLog::new(Duration::from_secs(10));
-        let s = Duration::from_secs;
-        assert_eq!(log.admit(DropReason::Cookie, s(0)), Some(0));
-        assert_eq!(log.admit(DropReason::Cookie, s(1)), None);
-        assert_eq!(log.admit(DropReason::Cookie, s(9)), None);
-        // Another reason has its own budget.
-        assert_eq!(log.admit(DropReason::Malformed, s(9)), Some(0));
-        assert_eq!(log.admit(DropReason::Cookie, s(10)), Some(2));
-        assert_eq!(log.admit(DropReason::Cookie, s(11)), None);
-        assert_eq!(log.admit(DropReason::Cookie, s(25)), Some(1));
     }
 
     proptest! {

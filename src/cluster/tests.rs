@@ -217,6 +217,7 @@ impl Harness {
                         self.datagram(i, j, &bytes);
                     }
                 }
+                ClusterAction::FrameLimit { .. } => {}
             }
         }
         any
