@@ -1103,7 +1103,8 @@ impl Config {
                 ));
             }
         }
-        let needed = u64::from(self.mqtt.max_packet_size) + crate::cluster::wire::FORWARD_OVERHEAD as u64;
+        let needed =
+            u64::from(self.mqtt.max_packet_size) + crate::cluster::wire::FORWARD_OVERHEAD as u64;
         if self.cluster.max_frame_size < needed {
             let key = "cluster.max_frame_size";
             return Err(ConfigError::invalid(

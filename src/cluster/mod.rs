@@ -885,6 +885,15 @@ impl Cluster {
         if bad {
             tracing::info!(peer = %peer, attempt, "link broke on a protocol error; next dial in {first:?}");
         }
+        if bad {
+            // A linked peer has no dial entry: make one, so the backoff holds (without it the
+            // next refresh would dial at once).
+            self.dials.entry(peer.clone()).or_insert(Dial {
+                attempt,
+                next_at: now,
+                in_flight: false,
+            });
+        }
         if let Some(dial) = self.dials.get_mut(peer) {
             dial.attempt = attempt;
             dial.in_flight = false;
@@ -954,12 +963,10 @@ impl Cluster {
                 ),
             ));
         }
-        let node: NodeName = node
-            .parse()
-            .map_err(|e| {
-                let log = format!("bad node name '{}': {e}", peer_text(node));
-                ("bad node name", log)
-            })?;
+        let node: NodeName = node.parse().map_err(|e| {
+            let log = format!("bad node name '{}': {e}", peer_text(node));
+            ("bad node name", log)
+        })?;
         if node == self.cfg.node {
             return Err((
                 "duplicate node name",
@@ -2100,7 +2107,13 @@ impl Cluster {
 impl Cluster {
     /// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
     /// rate-limited warning saying `what`, with the peer's reason truncated.
-    fn log_peer_reject(&mut self, peer: &dyn std::fmt::Display, reason: &str, what: &str, now: Duration) {
+    fn log_peer_reject(
+        &mut self,
+        peer: &dyn std::fmt::Display,
+        reason: &str,
+        what: &str,
+        now: Duration,
+    ) {
         if reason == DUPLICATE_LINK {
             tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
         } else if let Some(suppressed) = self.link_log.admit("peer reject", now) {

@@ -450,20 +450,36 @@ mod tests {
                 last: true,
                 body: BulkBody::Routes(items.clone()),
             }));
-            assert!(frame.len() <= BULK_CHUNK_BYTES + 64, "chunk {i}: {}", frame.len());
+            assert!(
+                frame.len() <= BULK_CHUNK_BYTES + 64,
+                "chunk {i}: {}",
+                frame.len()
+            );
             again.extend(items);
         }
         assert_eq!(again, filters);
         // One oversized item goes alone; an empty set is one empty chunk.
         let big = "x".repeat(BULK_CHUNK_BYTES * 2);
-        let chunks = split_bulk(vec!["a".to_string(), big, "b".into()], BULK_CHUNK_BYTES, |f| {
-            str_wire_len(f)
-        });
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1, 1]);
-        assert_eq!(split_bulk(Vec::<String>::new(), 10, |f| f.len()), vec![Vec::<String>::new()]);
+        let chunks = split_bulk(
+            vec!["a".to_string(), big, "b".into()],
+            BULK_CHUNK_BYTES,
+            |f| str_wire_len(f),
+        );
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+        assert_eq!(
+            split_bulk(Vec::<String>::new(), 10, |f| f.len()),
+            vec![Vec::<String>::new()]
+        );
         for n in [0, 1, 127, 128, 20_000] {
             let s = "y".repeat(n);
-            assert_eq!(str_wire_len(&s), postcard::to_allocvec(&s).unwrap().len(), "{n}");
+            assert_eq!(
+                str_wire_len(&s),
+                postcard::to_allocvec(&s).unwrap().len(),
+                "{n}"
+            );
         }
     }
 
