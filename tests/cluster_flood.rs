@@ -418,7 +418,11 @@ async fn hellos_with_huge_cluster_names_write_a_bounded_log() {
             let _ = peer.write_all(&hello(name, [i; NONCE_LEN])).await;
             let answer = read_until_closed(&mut peer).await;
             if i == 0 {
-                println!("answer to a {} byte name: {:?}", name.len(), frames(&answer));
+                println!(
+                    "answer to a {} byte name: {:?}",
+                    name.len(),
+                    frames(&answer)
+                );
             }
         }
     }
