@@ -406,6 +406,8 @@ pub struct ClusterSection {
     pub autoheal: bool,
     /// `cluster.autoclean`: forget a node stopped this long; `None` (`off`) never.
     pub autoclean: Option<Duration>,
+    /// `cluster.max_frame_size`: largest link frame accepted from an authenticated node.
+    pub max_frame_size: u64,
 }
 
 /// The whole validated configuration of a node.
@@ -425,6 +427,13 @@ pub struct Config {
     pub mqtt: BrokerConfig,
 }
 
+/// The built-in `node.cookie`: fine for one machine, guessable for anything else.
+pub const DEFAULT_COOKIE: &str = "flockmqsecretcookie";
+
+/// Default of `cluster.max_frame_size`: the default 1 MB `mqtt.max_packet_size` plus the
+/// forward overhead, rounded up.
+pub const DEFAULT_MAX_FRAME_SIZE: u64 = 2 << 20;
+
 /// Room for node name + cluster name in a discovery datagram (kept under a 1,280-byte MTU).
 pub const MAX_ANNOUNCED_NAMES: usize = 1024;
 
@@ -441,7 +450,7 @@ impl Default for Config {
         Config {
             node: NodeSection {
                 name: default_node_name(),
-                cookie: "flockmqsecretcookie".into(),
+                cookie: DEFAULT_COOKIE.into(),
                 data_dir: PathBuf::from("./data"),
                 seed: None,
                 shutdown_timeout: Duration::from_secs(10),
@@ -468,6 +477,7 @@ impl Default for Config {
                 heartbeat: Duration::from_secs(1),
                 autoheal: true,
                 autoclean: Some(Duration::from_secs(300)),
+                max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             },
             log_level: "info".into(),
             mqtt: BrokerConfig::default(),
@@ -703,6 +713,14 @@ static KEYS: &[KeySpec] = &[
             d => set(&mut c.cluster.heartbeat, Ok(d)),
         },
         render: |c| render_duration(c.cluster.heartbeat),
+    },
+    KeySpec {
+        key: "cluster.max_frame_size",
+        apply: |c, v| match parse_size(v)? {
+            n @ 4096..=0xFFFF_FFFF => set(&mut c.cluster.max_frame_size, Ok(n)),
+            _ => Err(format!("'{v}' is outside 4KB ..= 4294967295 bytes")),
+        },
+        render: |c| render_size(c.cluster.max_frame_size),
     },
     KeySpec {
         key: "cluster.mcast.addr",
@@ -1139,6 +1157,22 @@ impl Config {
                 ));
             }
         }
+        let needed =
+            u64::from(self.mqtt.max_packet_size) + crate::cluster::wire::FORWARD_OVERHEAD as u64;
+        if self.cluster.max_frame_size < needed {
+            let key = "cluster.max_frame_size";
+            return Err(ConfigError::invalid(
+                &origin_of(key),
+                key,
+                format!(
+                    "{} leaves no room for the largest forward: mqtt.max_packet_size ({}) plus {} \
+                     bytes of forward overhead needs at least {needed} bytes",
+                    render_size(self.cluster.max_frame_size),
+                    render_size(u64::from(self.mqtt.max_packet_size)),
+                    crate::cluster::wire::FORWARD_OVERHEAD,
+                ),
+            ));
+        }
         // Only 127.0.0.1 and ::1 go without a token: another loopback address (127.0.0.5) is
         // not where the endpoint's Host check expects it, and anything else is reachable from
         // other hosts.
@@ -1155,6 +1189,21 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Settings that are valid but unwise, one sentence each (`check-config` prints them, the
+    /// node logs them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.node.cookie == DEFAULT_COOKIE {
+            out.push(
+                "node.cookie: the built-in default cookie is in use; anyone who knows it (it is \
+                 public) can join the cluster, and a guessable cookie can be found offline from \
+                 one recorded link handshake: set a long random node.cookie"
+                    .to_owned(),
+            );
+        }
+        out
     }
 
     /// The limits handed to the broker core.

@@ -126,6 +126,10 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
     match args.load() {
         Ok(config) => {
             print!("{}", config.render());
+            // Warnings go to stderr so stdout stays a config file that parses back.
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -310,6 +310,62 @@ fn check_config_prints_effective_config_with_overrides() {
 }
 
 #[test]
+fn check_config_warns_about_the_default_cookie_and_still_succeeds() {
+    let check = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .args(args)
+            .env_remove("FLOCKMQ_NODE__COOKIE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (stdout, stderr) = check(&["--set", "cluster.discovery=manual"]);
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: node.cookie:"))
+        .unwrap_or_else(|| panic!("no cookie warning in {stderr:?}"));
+    assert!(warning.contains("offline"), "{warning}");
+    // The warning stays off stdout, which remains a config file.
+    assert!(!stdout.contains("warning"), "{stdout}");
+    let (_, stderr) = check(&["--set", "node.cookie=Zq8vT1r0-long-random-cookie-3f9a"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn check_config_refuses_a_link_frame_limit_below_the_largest_forward() {
+    let out = Command::new(BIN)
+        .args(["check-config", "--set", "mqtt.max_packet_size=4MB"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster.max_frame_size"), "{err}");
+    assert!(err.contains("mqtt.max_packet_size"), "{err}");
+    let out = Command::new(BIN)
+        .args(["check-config", "--set", "mqtt.max_packet_size=4MB"])
+        .args(["--set", "cluster.max_frame_size=5MB"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l == "cluster.max_frame_size = 5MB"),
+        "{text}"
+    );
+}
+
+#[test]
 fn mosquitto_takeover_and_topic_alias() {
     if !mosquitto_clients() {
         return;

@@ -163,7 +163,13 @@ async fn an_oversize_frame_closes_the_link_with_a_log_line() {
     let me = peer.local_addr().unwrap().to_string();
     // An HTTP request's first four bytes read as a ~1.2 GB length.
     peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-    assert!(read_to_close(&mut peer).await.is_empty());
+    let answer = frames(&read_to_close(&mut peer).await);
+    assert_eq!(
+        answer,
+        vec![LinkMessage::Reject {
+            reason: "bad framing".into()
+        }]
+    );
     logs.wait_for(&["bad framing", &me, "exceeds the limit"])
         .await;
 }

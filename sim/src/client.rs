@@ -30,6 +30,9 @@ use flockmq::codec::{
 };
 use flockmq::net::{Net, SimWorld};
 use rand::rngs::StdRng;
+
+/// Filters per SUBSCRIBE packet (a workload with generated filters sends several).
+const SUBSCRIBE_BATCH: usize = 1000;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -160,6 +163,10 @@ struct Client {
     /// A CONNECT was sent but its CONNACK never arrived: the server's session is unknown.
     connect_unanswered: bool,
     subscribed: bool,
+    /// SUBACKs still expected for the SUBSCRIBEs of this connection.
+    subacks_due: usize,
+    /// Reason codes of the SUBACKs received so far on this connection.
+    granted: Vec<u8>,
     next_seq: u32,
     next_pid: u16,
     outgoing: BTreeMap<u16, Outgoing>,
@@ -200,6 +207,8 @@ pub async fn run(ctx: Rc<Shared>, idx: ClientIdx) {
         session_started: false,
         connect_unanswered: false,
         subscribed: false,
+        subacks_due: 0,
+        granted: Vec::new(),
         next_seq: 1,
         next_pid: 1,
         outgoing: BTreeMap::new(),
@@ -409,25 +418,32 @@ impl Client {
             encode(&packet, self.protocol, &mut wbuf);
         }
         if !self.wl.filters.is_empty() && !self.spec.publisher && !self.subscribed {
-            let filters = self
-                .wl
-                .filters
-                .iter()
-                .map(|f| {
-                    let opts = SubscriptionOptions {
-                        qos: QoS::from_u8(self.wl.sub_qos).unwrap_or(QoS::AtMostOnce),
-                        ..SubscriptionOptions::default()
-                    };
-                    (ByteString::from(f.as_str()), opts)
-                })
-                .collect();
-            let pid = self.alloc_pid();
-            let sub = Subscribe {
-                packet_id: pid,
-                filters,
-                ..Subscribe::default()
-            };
-            encode(&Packet::Subscribe(sub), self.protocol, &mut wbuf);
+            // Many filters (a generated route flood) go in several SUBSCRIBEs; the client counts
+            // as subscribed once every SUBACK is back.
+            self.subacks_due = 0;
+            self.granted.clear();
+            let count = self.wl.filters.len();
+            for start in (0..count).step_by(SUBSCRIBE_BATCH) {
+                let end = (start + SUBSCRIBE_BATCH).min(count);
+                let filters = self.wl.filters[start..end]
+                    .iter()
+                    .map(|f| {
+                        let opts = SubscriptionOptions {
+                            qos: QoS::from_u8(self.wl.sub_qos).unwrap_or(QoS::AtMostOnce),
+                            ..SubscriptionOptions::default()
+                        };
+                        (ByteString::from(f.as_str()), opts)
+                    })
+                    .collect();
+                let pid = self.alloc_pid();
+                let sub = Subscribe {
+                    packet_id: pid,
+                    filters,
+                    ..Subscribe::default()
+                };
+                encode(&Packet::Subscribe(sub), self.protocol, &mut wbuf);
+                self.subacks_due += 1;
+            }
         }
         let keep_alive = self.wl.keep_alive;
         let mut last_recv = now();
@@ -621,11 +637,16 @@ impl Client {
                 );
             }
             Packet::SubAck(ack) => {
-                self.subscribed = true;
-                self.ctx.record(Event::Subscribed {
-                    client: self.idx,
-                    granted: ack.reason_codes.iter().map(|c| *c as u8).collect(),
-                });
+                self.granted
+                    .extend(ack.reason_codes.iter().map(|c| *c as u8));
+                self.subacks_due = self.subacks_due.saturating_sub(1);
+                if self.subacks_due == 0 {
+                    self.subscribed = true;
+                    self.ctx.record(Event::Subscribed {
+                        client: self.idx,
+                        granted: std::mem::take(&mut self.granted),
+                    });
+                }
             }
             Packet::PingResp | Packet::UnsubAck(_) | Packet::Auth(_) => {}
             Packet::Disconnect(_) => return Err(DisconnectCause::Closed),

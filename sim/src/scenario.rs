@@ -86,6 +86,10 @@ struct WorkloadFile {
     sub_qos: Option<u8>,
     #[serde(default)]
     filters: Vec<String>,
+    /// Each subscriber also subscribes to this many generated filters
+    /// `<name>/<i / 1000:05>/<i % 1000:03>/sensor-value` (a route flood).
+    #[serde(default)]
+    generated_filters: u32,
     #[serde(default)]
     topics: Vec<String>,
     #[serde(default)]
@@ -675,7 +679,7 @@ fn qos(name: &str, v: Option<u8>, default: u8) -> Result<u8, String> {
 }
 
 fn workload(
-    w: WorkloadFile,
+    mut w: WorkloadFile,
     name: String,
     duration: Duration,
     nodes: &[String],
@@ -686,6 +690,13 @@ fn workload(
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err("name: only letters, digits and _".into());
     }
+    if w.generated_filters > 1_000_000 {
+        return Err("generated_filters: at most 1000000".into());
+    }
+    w.filters.extend(
+        (0..w.generated_filters)
+            .map(|i| format!("{name}/{:05}/{:03}/sensor-value", i / 1000, i % 1000)),
+    );
     let base = qos("qos", w.qos, 1)?;
     let pub_qos = qos("pub_qos", w.pub_qos, base)?;
     let sub_qos = qos("sub_qos", w.sub_qos, base)?;

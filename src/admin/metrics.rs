@@ -182,6 +182,12 @@ pub fn render_prometheus(m: &NodeMetrics) -> String {
             "Discovery datagrams dropped (malformed, other cluster or cookie, bad HMAC).",
             c.datagrams_dropped,
         ),
+        (
+            "flockmq_cluster_handshakes_refused_total",
+            "counter",
+            "Incoming cluster connections closed at once because too many handshakes were pending.",
+            c.handshakes_refused,
+        ),
     ] {
         single(&mut out, name, kind, help, value);
     }
@@ -224,6 +230,7 @@ mod tests {
                 announces_sent: 9,
                 datagrams_received: 10,
                 datagrams_dropped: 11,
+                handshakes_refused: 13,
             },
         }
     }
@@ -260,6 +267,7 @@ mod tests {
             "flockmq_cluster_announces_sent_total 9",
             "flockmq_cluster_discovery_datagrams_received_total 10",
             "flockmq_cluster_discovery_datagrams_dropped_total 11",
+            "flockmq_cluster_handshakes_refused_total 13",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -286,7 +294,7 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "bad value in {line:?}");
             }
         }
-        assert_eq!(declared.len(), 24);
+        assert_eq!(declared.len(), 25);
         assert!(text.ends_with('\n'));
     }
 }

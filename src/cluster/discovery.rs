@@ -1,5 +1,5 @@
 //! Multicast discovery datagrams (`cluster.discovery = mcast`): their format, the cookie digest
-//! and the HMAC that authenticates them, and the rate-limited log of dropped datagrams.
+//! and the HMAC that authenticates them (their drops are logged through `super::limit`).
 //!
 //! A node announces itself (`Ping`) to the group; a node that hears an unlinked member of its
 //! cluster answers (`Pong`, unicast to the sender) when it is the higher name, or dials when it
@@ -267,7 +267,8 @@ pub fn decode(buf: &[u8]) -> Result<Announce<'_>, DatagramError> {
     })
 }
 
-/// Why a well-formed datagram was still dropped (the log classes of [`DropLog`]).
+/// Why a well-formed datagram was still dropped (the log classes of the drop log, a
+/// [`crate::log_limit::LogLimiter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum DropReason {
     /// Undecodable (see [`DatagramError`]).
@@ -300,14 +301,8 @@ impl fmt::Display for DropReason {
     }
 }
 
-/// Logs dropped datagrams at most once per period per reason, counting the rest, so a noisy
-/// segment (or an attacker) cannot flood the log. The limiter now lives in
-/// [`crate::log_limit`] (the admin endpoint uses it too); this name stays for the cluster core.
-pub type DropLog = crate::log_limit::LogLimiter<DropReason>;
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use proptest::prelude::*;
 
@@ -415,20 +410,6 @@ mod tests {
         for (what, bytes, want) in cases {
             assert_eq!(decode(&bytes).map(|_| ()), Err(want), "{what}");
         }
-    }
-
-    #[test]
-    fn the_drop_log_admits_one_line_per_reason_per_period_and_counts_the_rest() {
-        let mut log = DropLog::new(Duration::from_secs(10));
-        let s = Duration::from_secs;
-        assert_eq!(log.admit(DropReason::Cookie, s(0)), Some(0));
-        assert_eq!(log.admit(DropReason::Cookie, s(1)), None);
-        assert_eq!(log.admit(DropReason::Cookie, s(9)), None);
-        // Another reason has its own budget.
-        assert_eq!(log.admit(DropReason::Malformed, s(9)), Some(0));
-        assert_eq!(log.admit(DropReason::Cookie, s(10)), Some(2));
-        assert_eq!(log.admit(DropReason::Cookie, s(11)), None);
-        assert_eq!(log.admit(DropReason::Cookie, s(25)), Some(1));
     }
 
     proptest! {

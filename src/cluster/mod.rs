@@ -41,6 +41,21 @@
 //!   a new incarnation (restarted: its sessions are gone) gets a fresh numbering and the buffer is
 //!   dropped; so is a buffer older than the window, together with the peer's routes. Dropped
 //!   forwards are counted in `forward_drops`. QoS 0 forwards are never buffered.
+//! - Bulk sets (the route set on link up; later retained sets and sessions) travel as
+//!   `LinkMessage::Bulk` chunks of at most `wire::BULK_CHUNK_BYTES` of items, so no subscription
+//!   pattern makes a frame exceed `cluster.max_frame_size`. The receiver assembles one transfer
+//!   per link and applies it only when its last chunk arrives: a half-received route set never
+//!   purges routes, chunks of two transfers never mix, and a new link starts afresh.
+//! - Links are untrusted until authenticated: frames are capped at `PREAUTH_MAX_FRAME` until the
+//!   handshake succeeds (`ClusterAction::FrameLimit` then raises the reader's limit), at most
+//!   `MAX_PENDING_HANDSHAKES` accepted links may be in their handshake (more are closed at once),
+//!   and every peer-supplied string in a log line goes through `log_limit::peer_text`; warnings about
+//!   refused or broken links are rate-limited per reason (`log_limit::LogLimiter`, shared with
+//!   discovery).
+//! - A link closed for bad framing or a protocol error (either side) counts a strike against
+//!   the peer: the next dial waits the backoff of that many failed attempts, so a peer whose
+//!   frames are refused is retried with capped exponential backoff, never in a tight loop. A link
+//!   that stayed up for `STABLE_LINK` clears the strikes.
 //! - Duplicate links (both sides dialled at once): a higher peer incarnation (a restart) replaces
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
@@ -62,10 +77,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{Config, Discovery, NodeName, SeedNode};
-use discovery::{DropLog, DropReason, Kind};
+use discovery::{DropReason, Kind};
 use handshake::{Role, Transcript};
+use crate::log_limit::{LogLimiter, peer_text};
 use routes::RouteTable;
-use wire::{ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN, PROTOCOL_VERSION};
+use wire::{
+    BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN,
+    PROTOCOL_VERSION,
+};
 
 /// A link is declared dead after this many heartbeat periods without a frame.
 const DEAD_AFTER_HEARTBEATS: u32 = 3;
@@ -77,8 +96,15 @@ const MIN_BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// A connect or handshake taking longer than this many heartbeats (at least 1 s) is abandoned.
 const HANDSHAKE_HEARTBEATS: u32 = 3;
 const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Room for a forwarded publish's framing on top of the largest MQTT packet.
-const FRAME_OVERHEAD: usize = 64 * 1024;
+/// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
+/// Reject are a few hundred bytes).
+pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
+/// Accepted links allowed in their handshake at once; more are closed at once.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// A link up this long before it breaks clears its peer's strikes (see `Cluster::strikes`).
+const STABLE_LINK: Duration = Duration::from_secs(30);
+/// The reject reason sent when a peer's frame was oversize or empty.
+const BAD_FRAMING: &str = "bad framing";
 /// Multicast announces start this often and double up to `ANNOUNCE_MAX`.
 const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
 const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
@@ -131,6 +157,9 @@ pub enum ClusterAction {
         node: NodeName,
         result: Result<(), String>,
     },
+    /// The link is authenticated: its reader may now take frames of up to `max` bytes (until
+    /// then it takes at most [`PREAUTH_MAX_FRAME`]).
+    FrameLimit { link: LinkId, max: usize },
 }
 
 /// Why a link broke, as the driver saw it.
@@ -167,14 +196,13 @@ pub struct ClusterConfig {
     pub autoheal: bool,
     /// `cluster.autoclean`: forget a member stopped this long.
     pub autoclean: Option<Duration>,
-    /// Largest frame accepted from a peer.
+    /// `cluster.max_frame_size`: largest frame accepted from an authenticated peer.
     pub max_frame: usize,
 }
 
 impl ClusterConfig {
     /// The cluster settings of `config` for a node whose cluster listener is on `bound_port`.
     pub fn from_config(config: &Config, bound_port: u16) -> ClusterConfig {
-        let max_packet = usize::try_from(config.mqtt.max_packet_size).unwrap_or(usize::MAX);
         ClusterConfig {
             node: config.node.name.clone(),
             port: bound_port,
@@ -186,7 +214,7 @@ impl ClusterConfig {
             heartbeat: config.cluster.heartbeat,
             autoheal: config.cluster.autoheal,
             autoclean: config.cluster.autoclean,
-            max_frame: max_packet.saturating_add(FRAME_OVERHEAD),
+            max_frame: usize::try_from(config.cluster.max_frame_size).unwrap_or(usize::MAX),
         }
     }
 }
@@ -263,6 +291,8 @@ pub struct ClusterMetrics {
     pub datagrams_received: u64,
     /// Discovery datagrams dropped (malformed, other cluster, other cookie, bad HMAC...).
     pub datagrams_dropped: u64,
+    /// Incoming connections closed at once because `MAX_PENDING_HANDSHAKES` were pending.
+    pub handshakes_refused: u64,
 }
 
 /// What a peer said about itself in its Hello / Challenge.
@@ -291,7 +321,20 @@ enum LinkState {
         incarnation: u64,
         last_heard: Duration,
         next_heartbeat: Duration,
+        /// When it came up.
+        since: Duration,
+        /// The bulk transfer being received on this link, until its last chunk.
+        assembly: Option<Assembly>,
     },
+}
+
+/// A bulk set being received: the chunks so far of one transfer.
+#[derive(Debug)]
+struct Assembly {
+    sync: u64,
+    /// The index the next chunk must have.
+    next: u32,
+    body: BulkBody,
 }
 
 #[derive(Debug)]
@@ -342,7 +385,7 @@ struct Mcast {
     next_announce: Option<Duration>,
     interval: Duration,
     heard: BTreeMap<NodeName, Heard>,
-    drops: DropLog,
+    drops: LogLimiter<DropReason>,
 }
 
 /// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
@@ -441,6 +484,13 @@ pub struct Cluster {
     /// The member list may have changed since `saved_members` was written.
     members_dirty: bool,
     saved_members: String,
+    /// Links lost to bad framing or protocol errors per peer, since its last stable link: the
+    /// backoff attempt its next dial starts from.
+    strikes: BTreeMap<NodeName, u32>,
+    /// Warnings about refused or broken links, at most one per reason per `DROP_LOG_EVERY`.
+    link_log: LogLimiter<&'static str>,
+    /// The last bulk transfer number used.
+    last_sync: u64,
 }
 
 impl Cluster {
@@ -468,6 +518,9 @@ impl Cluster {
             ins: BTreeMap::new(),
             members_dirty: false,
             saved_members: String::new(),
+            strikes: BTreeMap::new(),
+            link_log: LogLimiter::new(DROP_LOG_EVERY),
+            last_sync: 0,
         };
         cluster.saved_members = cluster.members_file();
         if cluster.cfg.discovery == Discovery::Mcast {
@@ -488,7 +541,7 @@ impl Cluster {
                 next_announce: Some(now),
                 interval: ANNOUNCE_FIRST,
                 heard: BTreeMap::new(),
-                drops: DropLog::new(DROP_LOG_EVERY),
+                drops: LogLimiter::new(DROP_LOG_EVERY),
             });
         }
         cluster.refresh_dials(now);
@@ -622,6 +675,25 @@ impl Cluster {
         dialed: Option<NodeName>,
         now: Duration,
     ) {
+        if dialed.is_none() {
+            let pending = self
+                .links
+                .values()
+                .filter(|l| l.dialed.is_none() && l.up_peer().is_none())
+                .count();
+            if pending >= MAX_PENDING_HANDSHAKES {
+                self.metrics.handshakes_refused += 1;
+                if let Some(suppressed) = self.link_log.admit("handshake cap", now) {
+                    tracing::warn!(
+                        %addr,
+                        suppressed,
+                        "closing a cluster connection: {MAX_PENDING_HANDSHAKES} handshakes already pending"
+                    );
+                }
+                self.actions.push_back(ClusterAction::Close { link });
+                return;
+            }
+        }
         let state = if dialed.is_some() {
             let nonce = self.nonce();
             let hello = LinkMessage::Hello {
@@ -688,26 +760,45 @@ impl Cluster {
     }
 
     /// The link broke (EOF, I/O error, bad framing, slow peer).
+    ///
+    /// After `LinkLoss::Frame` the driver keeps the link's writer until the `Close` this queues
+    /// (after a `Reject` telling the peer why), whether or not the core still knew the link.
     pub fn link_lost(&mut self, link: LinkId, why: LinkLoss, now: Duration) {
         let Some(l) = self.links.remove(&link) else {
+            if matches!(why, LinkLoss::Frame(_)) {
+                self.actions.push_back(ClusterAction::Close { link });
+            }
             return;
         };
         let who = describe(&l);
-        match &why {
-            LinkLoss::Io => tracing::info!(peer = %who, "link closed"),
+        let bad = match &why {
+            LinkLoss::Io => {
+                tracing::info!(peer = %who, "link closed");
+                false
+            }
             LinkLoss::Frame(e) => {
                 self.metrics.links_rejected += 1;
-                tracing::warn!(peer = %who, error = %e, "closing link: bad framing");
+                if let Some(suppressed) = self.link_log.admit(BAD_FRAMING, now) {
+                    tracing::warn!(peer = %who, error = %e, suppressed, "closing link: bad framing");
+                }
+                let reject = LinkMessage::Reject {
+                    reason: BAD_FRAMING.into(),
+                };
+                self.send(link, &reject);
+                self.actions.push_back(ClusterAction::Close { link });
+                true
             }
             LinkLoss::SlowPeer => {
-                tracing::warn!(peer = %who, "closing link: peer does not read fast enough")
+                tracing::warn!(peer = %who, "closing link: peer does not read fast enough");
+                false
             }
-        }
-        self.after_link_gone(link, l, "the connection was lost during the handshake", now);
+        };
+        let why = "the connection was lost during the handshake";
+        self.after_link_gone(link, l, why, bad, now);
     }
 
     /// Closes a link on our side with a log line and a reason for the peer.
-    fn reject(&mut self, link: LinkId, reason: &str, log: &str, now: Duration) {
+    fn reject(&mut self, link: LinkId, reason: &'static str, log: &str, now: Duration) {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
@@ -716,7 +807,9 @@ impl Cluster {
             tracing::info!(peer = %describe(&l), reason = log, "closing a duplicate link");
         } else {
             self.metrics.links_rejected += 1;
-            tracing::warn!(peer = %describe(&l), reason = log, "refusing link");
+            if let Some(suppressed) = self.link_log.admit(reason, now) {
+                tracing::warn!(peer = %describe(&l), reason = log, suppressed, "refusing link");
+            }
         }
         self.send(
             link,
@@ -725,23 +818,32 @@ impl Cluster {
             },
         );
         self.actions.push_back(ClusterAction::Close { link });
-        self.after_link_gone(link, l, log, now);
+        self.after_link_gone(link, l, log, reason != DUPLICATE_LINK, now);
     }
 
     /// Closes a link on our side without telling the peer anything.
     fn close(&mut self, link: LinkId, now: Duration) {
+        self.close_as(link, false, now);
+    }
+
+    /// Closes a link on our side without telling the peer anything; `bad`: because of a
+    /// protocol or framing error (a strike against the peer).
+    fn close_as(&mut self, link: LinkId, bad: bool, now: Duration) {
         if let Some(l) = self.links.remove(&link) {
             self.actions.push_back(ClusterAction::Close { link });
-            self.after_link_gone(link, l, "the link was closed during the handshake", now);
+            let why = "the link was closed during the handshake";
+            self.after_link_gone(link, l, why, bad, now);
         }
     }
 
     /// Bookkeeping once a link is gone: a peer down for an authenticated link, a failed dial
-    /// (answering a pending join with `why`) for one still in its handshake.
-    fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, now: Duration) {
-        if let LinkState::Up { peer, .. } = &l.state {
+    /// (answering a pending join with `why`) for one still in its handshake. `bad`: it went for
+    /// bad framing or a protocol error.
+    fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, bad: bool, now: Duration) {
+        if let LinkState::Up { peer, since, .. } = &l.state {
             if self.peers.get(peer) == Some(&link) {
-                self.peer_down(peer, now);
+                let stable = now.saturating_sub(*since) >= STABLE_LINK;
+                self.peer_down(peer, bad, stable, now);
             }
             return;
         }
@@ -750,7 +852,9 @@ impl Cluster {
         }
     }
 
-    fn peer_down(&mut self, peer: &NodeName, now: Duration) {
+    /// `bad`: the link went for bad framing or a protocol error; `stable`: it had been up for
+    /// `STABLE_LINK`.
+    fn peer_down(&mut self, peer: &NodeName, bad: bool, stable: bool, now: Duration) {
         self.peers.remove(peer);
         let member = self.members.get(peer).is_some_and(|m| !m.left);
         if let Some(m) = self.members.get_mut(peer) {
@@ -766,9 +870,31 @@ impl Cluster {
             let purged = self.forget_streams(peer);
             tracing::info!(peer = %peer, purged_routes = purged, "node is down");
         }
-        let first = self.backoff(0);
+        if stable {
+            self.strikes.remove(peer);
+        }
+        let attempt = if bad {
+            let strikes = self.strikes.entry(peer.clone()).or_default();
+            *strikes = strikes.saturating_add(1);
+            *strikes
+        } else {
+            0
+        };
+        let first = self.backoff(attempt);
+        if bad {
+            tracing::info!(peer = %peer, attempt, "link broke on a protocol error; next dial in {first:?}");
+        }
+        if bad {
+            // A linked peer has no dial entry: make one, so the backoff holds (without it the
+            // next refresh would dial at once).
+            self.dials.entry(peer.clone()).or_insert(Dial {
+                attempt,
+                next_at: now,
+                in_flight: false,
+            });
+        }
         if let Some(dial) = self.dials.get_mut(peer) {
-            dial.attempt = 0;
+            dial.attempt = attempt;
             dial.in_flight = false;
             dial.next_at = now + first;
         }
@@ -830,14 +956,16 @@ impl Cluster {
             return Err((
                 "cluster name mismatch",
                 format!(
-                    "peer is in cluster '{cluster}', we are in '{}'",
+                    "peer is in cluster '{}', we are in '{}'",
+                    peer_text(cluster),
                     self.cfg.cluster_name
                 ),
             ));
         }
-        let node: NodeName = node
-            .parse()
-            .map_err(|e| ("bad node name", format!("bad node name '{node}': {e}")))?;
+        let node: NodeName = node.parse().map_err(|e| {
+            let log = format!("bad node name '{}': {e}", peer_text(node));
+            ("bad node name", log)
+        })?;
         if node == self.cfg.node {
             return Err((
                 "duplicate node name",
@@ -956,11 +1084,12 @@ impl Cluster {
                 self.authenticated(link, peer.node, peer.port, peer.incarnation, now);
             }
             (_, LinkMessage::Reject { reason }) => {
-                log_peer_reject(&describe(l), &reason, "peer refused the link");
+                let who = describe(l);
+                self.log_peer_reject(&who, &reason, "peer refused the link", now);
                 if let Some(l) = self.links.remove(&link) {
                     self.actions.push_back(ClusterAction::Close { link });
                     if let Some(node) = &l.dialed {
-                        let why = format!("{node} refused the link: {reason}");
+                        let why = format!("{node} refused the link: {}", peer_text(&reason));
                         self.dial_done(node, Err(why), now);
                     }
                 }
@@ -1028,7 +1157,13 @@ impl Cluster {
             incarnation,
             last_heard: now,
             next_heartbeat: now + heartbeat,
+            since: now,
+            assembly: None,
         };
+        self.actions.push_back(ClusterAction::FrameLimit {
+            link,
+            max: self.cfg.max_frame,
+        });
         let dialer = if new_dialer_is_us {
             &self.cfg.node
         } else {
@@ -1087,10 +1222,78 @@ impl Cluster {
         } else {
             self.send(link, &members);
         }
-        let sync = LinkMessage::RoutesSync(self.local_routes.iter().cloned().collect());
-        self.send(link, &sync);
+        self.send_routes(link);
         self.streams_up(link, &peer, incarnation);
         self.refresh_dials(now);
+    }
+
+    /// Sends our full route set on `link` as one bulk transfer of bounded chunks.
+    fn send_routes(&mut self, link: LinkId) {
+        self.last_sync += 1;
+        let sync = self.last_sync;
+        let filters = self.local_routes.iter().cloned();
+        let chunks = wire::split_bulk(filters, wire::BULK_CHUNK_BYTES, |f| wire::str_wire_len(f));
+        let count = chunks.len();
+        for (i, items) in chunks.into_iter().enumerate() {
+            let chunk = BulkChunk {
+                sync,
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                last: i + 1 == count,
+                body: BulkBody::Routes(items),
+            };
+            self.send(link, &LinkMessage::Bulk(chunk));
+        }
+    }
+
+    /// One chunk of a bulk transfer from `peer` on `link`: assembled until its last chunk, then
+    /// applied whole. A chunk that does not continue the transfer in progress drops it (a new
+    /// transfer starts only at index 0; stray chunks are ignored), so parts never mix or apply.
+    fn bulk_chunk(&mut self, link: LinkId, peer: &NodeName, chunk: BulkChunk) {
+        let Some(LinkState::Up { assembly, .. }) = self.links.get_mut(&link).map(|l| &mut l.state)
+        else {
+            return;
+        };
+        let BulkChunk {
+            sync,
+            index,
+            last,
+            body,
+        } = chunk;
+        let (done, chunks) = match assembly.take() {
+            Some(mut a) if a.sync == sync && a.next == index && a.body.same_kind(&body) => {
+                a.body.append(body);
+                a.next = a.next.saturating_add(1);
+                if !last {
+                    *assembly = Some(a);
+                    return;
+                }
+                (a.body, a.next)
+            }
+            old => {
+                if let Some(old) = old {
+                    tracing::debug!(peer = %peer, sync = old.sync, chunks = old.next, "dropping an incomplete bulk transfer");
+                }
+                if index != 0 {
+                    tracing::debug!(peer = %peer, sync, index, "ignoring a chunk of a bulk transfer whose start was not received");
+                    return;
+                }
+                if !last {
+                    *assembly = Some(Assembly {
+                        sync,
+                        next: 1,
+                        body,
+                    });
+                    return;
+                }
+                (body, 1)
+            }
+        };
+        match done {
+            BulkBody::Routes(filters) => {
+                let (added, removed) = self.routes.replace(peer, filters);
+                tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
+            }
+        }
     }
 
     /// A link to `peer` (at `incarnation`) is up: pause our numbered forwards until its
@@ -1173,10 +1376,7 @@ impl Cluster {
         match msg {
             LinkMessage::Heartbeat => {}
             LinkMessage::Members(entries) => self.merge_members(&entries, now),
-            LinkMessage::RoutesSync(filters) => {
-                let (added, removed) = self.routes.replace(&peer, filters);
-                tracing::debug!(peer = %peer, added, removed, "routes resynced");
-            }
+            LinkMessage::Bulk(chunk) => self.bulk_chunk(link, &peer, chunk),
             LinkMessage::RouteAdd(filter) => {
                 self.routes.add(&peer, &filter);
             }
@@ -1197,12 +1397,13 @@ impl Cluster {
             }
             LinkMessage::Resume { received } => self.resume(link, &peer, received),
             LinkMessage::Reject { reason } => {
-                log_peer_reject(&peer, &reason, "peer closed the link");
-                self.close(link, now);
+                self.log_peer_reject(&peer, &reason, "peer closed the link", now);
+                self.close_as(link, reason != DUPLICATE_LINK, now);
             }
             other @ (LinkMessage::Hello { .. }
             | LinkMessage::Challenge { .. }
-            | LinkMessage::Proof { .. }) => {
+            | LinkMessage::Proof { .. }
+            | LinkMessage::RoutesSync(_)) => {
                 let log = format!("unexpected {} after the handshake", message_name(&other));
                 self.reject(link, "protocol error", &log, now);
             }
@@ -1233,7 +1434,7 @@ impl Cluster {
         let mut to_close = Vec::new();
         for e in entries {
             let Ok(node) = e.node.parse::<NodeName>() else {
-                tracing::debug!(node = e.node, "ignoring a member with a bad name");
+                tracing::debug!(node = %peer_text(&e.node), "ignoring a member with a bad name");
                 continue;
             };
             if node == self.cfg.node {
@@ -1450,8 +1651,10 @@ impl Cluster {
             self.close(link, now);
         }
         for link in stalled {
-            if let Some(l) = self.links.get(&link) {
-                tracing::warn!(peer = %describe(l), "handshake timed out");
+            if let Some(l) = self.links.get(&link)
+                && let Some(suppressed) = self.link_log.admit("handshake timeout", now)
+            {
+                tracing::warn!(peer = %describe(l), suppressed, "handshake timed out");
             }
             self.metrics.links_rejected += 1;
             self.close(link, now);
@@ -1538,25 +1741,29 @@ impl Cluster {
             }
         };
         if announce.cluster != self.cfg.cluster_name {
-            let why = format!("announce for cluster '{}'", announce.cluster);
+            let why = format!("announce for cluster '{}'", peer_text(announce.cluster));
             return self.drop_datagram(DropReason::OtherCluster, from, &why, now);
         }
         if announce.protocol != PROTOCOL_VERSION {
             let why = format!(
                 "{} speaks link protocol {} (we speak {PROTOCOL_VERSION})",
-                announce.node, announce.protocol
+                peer_text(announce.node),
+                announce.protocol
             );
             return self.drop_datagram(DropReason::Protocol, from, &why, now);
         }
         if announce.digest != m.digest {
             let why = format!(
                 "{} announces itself with another node.cookie; it will not be dialled",
-                announce.node
+                peer_text(announce.node)
             );
             return self.drop_datagram(DropReason::Cookie, from, &why, now);
         }
         if !announce.verify(&self.cfg.cookie) {
-            let why = format!("announce claiming to be {} fails the HMAC", announce.node);
+            let why = format!(
+                "announce claiming to be {} fails the HMAC",
+                peer_text(announce.node)
+            );
             return self.drop_datagram(DropReason::Forged, from, &why, now);
         }
         if announce.node == self.cfg.node.as_str() {
@@ -1569,7 +1776,7 @@ impl Cluster {
         let node = match announce.node.parse::<NodeName>() {
             Ok(node) => node,
             Err(e) => {
-                let why = format!("bad node name '{}': {e}", announce.node);
+                let why = format!("bad node name '{}': {e}", peer_text(announce.node));
                 return self.drop_datagram(DropReason::BadName, from, &why, now);
             }
         };
@@ -1904,17 +2111,26 @@ impl Cluster {
     }
 }
 
-/// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
-/// warning saying `what`.
-fn log_peer_reject(peer: &dyn std::fmt::Display, reason: &str, what: &str) {
-    if reason == DUPLICATE_LINK {
-        tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
-    } else {
-        tracing::warn!(peer = %peer, reason, "{what}");
+impl Cluster {
+    /// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
+    /// rate-limited warning saying `what`, with the peer's reason truncated.
+    fn log_peer_reject(
+        &mut self,
+        peer: &dyn std::fmt::Display,
+        reason: &str,
+        what: &str,
+        now: Duration,
+    ) {
+        if reason == DUPLICATE_LINK {
+            tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
+        } else if let Some(suppressed) = self.link_log.admit("peer reject", now) {
+            tracing::warn!(peer = %peer, reason = %peer_text(reason), suppressed, "{what}");
+        }
     }
 }
 
-/// A link for log lines: the peer's name once known, always its address.
+/// A link for log lines: the peer's name once known (truncated: before authentication it is
+/// whatever the peer claims), always its address.
 fn describe(l: &Link) -> String {
     let name = match &l.state {
         LinkState::Up { peer, .. } => Some(peer),
@@ -1922,7 +2138,7 @@ fn describe(l: &Link) -> String {
         _ => l.dialed.as_ref(),
     };
     match name {
-        Some(name) => format!("{name} ({})", l.addr),
+        Some(name) => format!("{} ({})", peer_text(name.as_str()), l.addr),
         None => l.addr.to_string(),
     }
 }
@@ -1942,5 +2158,6 @@ fn message_name(msg: &LinkMessage) -> &'static str {
         LinkMessage::ForwardSeq { .. } => "ForwardSeq",
         LinkMessage::Ack(_) => "Ack",
         LinkMessage::Resume { .. } => "Resume",
+        LinkMessage::Bulk(_) => "Bulk",
     }
 }

@@ -91,6 +91,10 @@ struct Harness {
     announces: Vec<(usize, Duration)>,
     /// The last member list file each node asked to save (its "disk").
     saved: BTreeMap<usize, String>,
+    /// The largest frame any node sent.
+    largest_frame: usize,
+    /// Every `FrameLimit` action: (node, max).
+    frame_limits: Vec<(usize, usize)>,
 }
 
 impl Harness {
@@ -119,6 +123,8 @@ impl Harness {
             datagram_log: Vec::new(),
             announces: Vec::new(),
             saved: BTreeMap::new(),
+            largest_frame: 0,
+            frame_limits: Vec::new(),
         }
     }
 
@@ -178,9 +184,18 @@ impl Harness {
         let mut any = false;
         while let Some(action) = self.nodes[i].poll_action() {
             any = true;
+            self.requeue(i, action);
+        }
+        any
+    }
+
+    /// Carries out one action of node `i` (what `drain` does with each).
+    fn requeue(&mut self, i: usize, action: ClusterAction) {
+        {
             match action {
                 ClusterAction::Send { link, frame } => {
                     self.wire_log.extend_from_slice(&frame);
+                    self.largest_frame = self.largest_frame.max(frame.len());
                     if let Some(&(j, lj)) = self.pairs.get(&(i, link))
                         && !self.is_cut(i, j)
                     {
@@ -217,9 +232,9 @@ impl Harness {
                         self.datagram(i, j, &bytes);
                     }
                 }
+                ClusterAction::FrameLimit { max, .. } => self.frame_limits.push((i, max)),
             }
         }
-        any
     }
 
     fn apply(&mut self, ev: Ev) {
@@ -472,6 +487,232 @@ fn routes_sync_on_link_up_then_follow_deltas() {
             "node {i}"
         );
     }
+}
+
+// ---- bulk transfers (chunked route sets) ----------------------------------------------------
+
+/// n1 and n2 linked by static seeds; n1 has `filters`.
+fn linked_pair(filters: &[String]) -> Harness {
+    let seeds = ["n1@10.0.0.1", "n2@10.0.0.2"];
+    let mut h = Harness::new(
+        seeds
+            .iter()
+            .map(|n| config(n, Discovery::Static, &seeds))
+            .collect(),
+    );
+    for f in filters {
+        h.nodes[0].local_route_added(f);
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.running(1), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
+    h
+}
+
+fn n1_routes_at_n2(h: &Harness) -> Vec<String> {
+    h.nodes[1].routes.of_node(&name("n1@10.0.0.1"))
+}
+
+/// Feeds one bulk chunk from n1 to n2 on n2's link to n1.
+fn chunk_to_n2(h: &mut Harness, sync: u64, index: u32, last: bool, filters: &[&str]) {
+    let link = h.nodes[1].peers[&name("n1@10.0.0.1")];
+    let frame = wire::encode(&LinkMessage::Bulk(wire::BulkChunk {
+        sync,
+        index,
+        last,
+        body: wire::BulkBody::Routes(filters.iter().map(|f| f.to_string()).collect()),
+    }));
+    let now = h.now;
+    h.nodes[1].handle_frame(link, &frame[wire::LENGTH_PREFIX..], now);
+}
+
+#[test]
+fn a_huge_route_set_crosses_in_bounded_chunks_and_arrives_whole() {
+    let filters: Vec<String> = (0..60_000)
+        .map(|i| format!("hog/{:05}/{:03}/sensor-value", i / 1000, i % 1000))
+        .collect();
+    let h = linked_pair(&filters);
+    let mut want = filters.clone();
+    want.sort();
+    assert_eq!(n1_routes_at_n2(&h), want);
+    assert!(
+        h.largest_frame <= wire::BULK_CHUNK_BYTES + 64,
+        "largest frame {} bytes",
+        h.largest_frame
+    );
+}
+
+#[test]
+fn a_partial_route_set_never_purges_or_adds_routes() {
+    let mut h = linked_pair(&["a/1".to_string(), "a/2".to_string()]);
+    chunk_to_n2(&mut h, 99, 0, false, &["b/1"]);
+    chunk_to_n2(&mut h, 99, 1, false, &["b/2"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1", "a/2"]);
+    // The last chunk applies the whole set, replacing the old one.
+    chunk_to_n2(&mut h, 99, 2, true, &["b/3"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["b/1", "b/2", "b/3"]);
+}
+
+#[test]
+fn chunks_of_two_transfers_never_mix() {
+    let mut h = linked_pair(&["a/1".to_string()]);
+    chunk_to_n2(&mut h, 5, 0, false, &["x"]);
+    // A new transfer starts: the old one is dropped.
+    chunk_to_n2(&mut h, 6, 0, false, &["y"]);
+    // The old transfer's last chunk does not continue the new one, nor apply anything.
+    chunk_to_n2(&mut h, 5, 1, true, &["z"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+    // And it dropped the new one too (chunks must follow each other): its end is ignored.
+    chunk_to_n2(&mut h, 6, 1, true, &["w"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+    // A skipped index is not a continuation either.
+    chunk_to_n2(&mut h, 7, 0, false, &["p"]);
+    chunk_to_n2(&mut h, 7, 2, true, &["q"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+    // A clean transfer applies exactly its own items.
+    chunk_to_n2(&mut h, 8, 0, false, &["y"]);
+    chunk_to_n2(&mut h, 8, 1, true, &["w"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["w", "y"]);
+}
+
+#[test]
+fn a_new_link_starts_with_no_partial_transfer() {
+    let mut h = linked_pair(&["a/1".to_string()]);
+    chunk_to_n2(&mut h, 42, 0, false, &["half/1"]);
+    // The link breaks mid-transfer and a new one comes up (with its own full resync).
+    let link = h.nodes[1].peers[&name("n1@10.0.0.1")];
+    let now = h.now;
+    h.nodes[1].link_lost(link, LinkLoss::Io, now);
+    h.nodes[1].close(link, now);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.running(1), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
+    assert_ne!(h.nodes[1].peers[&name("n1@10.0.0.1")], link);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+    // The rest of the old transfer on the new link continues nothing.
+    chunk_to_n2(&mut h, 42, 1, true, &["half/2"]);
+    assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+}
+
+#[test]
+fn the_frame_limit_is_raised_only_once_the_link_is_authenticated() {
+    let frame_limits = |actions: &[ClusterAction]| -> Vec<usize> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                ClusterAction::FrameLimit { max, .. } => Some(*max),
+                _ => None,
+            })
+            .collect()
+    };
+    let cfg = config("n1@10.0.0.1", Discovery::Manual, &[]);
+    let (mut c, link) = accepted(cfg.clone());
+    c.handle_frame(
+        link,
+        &hello(wire::PROTOCOL_VERSION, "flockmq", "n2@10.0.0.2")[4..],
+        Duration::ZERO,
+    );
+    let after_hello = actions(&mut c);
+    assert!(frame_limits(&after_hello).is_empty(), "{after_hello:?}");
+    // A wrong proof: refused, the limit never raised.
+    let proof = wire::encode(&LinkMessage::Proof {
+        proof: [0; NONCE_LEN],
+    });
+    c.handle_frame(link, &proof[4..], Duration::ZERO);
+    let refused = actions(&mut c);
+    assert!(rejected_with(&refused, "authentication failed"));
+    assert!(frame_limits(&refused).is_empty());
+    // A good handshake raises it to cluster.max_frame_size on both sides, once.
+    let mut h = Harness::new(vec![cfg, config("n2@10.0.0.2", Discovery::Manual, &[])]);
+    h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), Duration::ZERO);
+    h.advance(Duration::from_millis(500));
+    assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
+    h.frame_limits.sort();
+    assert_eq!(h.frame_limits, vec![(0, 1024 * 1024), (1, 1024 * 1024)]);
+}
+
+#[test]
+fn pending_handshakes_are_capped_and_the_excess_closed_at_once() {
+    let mut c = lone_n1(Discovery::Manual);
+    let now = Duration::ZERO;
+    for i in 0..MAX_PENDING_HANDSHAKES as u64 {
+        c.link_opened(LinkId(i + 1), Harness::addr(5), None, now);
+    }
+    assert!(actions(&mut c).is_empty());
+    // Dialled links are ours: not counted, not refused.
+    c.link_opened(
+        LinkId(1000),
+        Harness::addr(2),
+        Some(name("n3@10.0.0.3")),
+        now,
+    );
+    assert!(
+        actions(&mut c)
+            .iter()
+            .all(|a| !matches!(a, ClusterAction::Close { .. }))
+    );
+    let over = LinkId(2000);
+    c.link_opened(over, Harness::addr(5), None, now);
+    assert_eq!(actions(&mut c), vec![ClusterAction::Close { link: over }]);
+    assert_eq!(c.metrics().handshakes_refused, 1);
+    // The refused link is unknown to the core: its frames are ignored.
+    c.handle_frame(
+        over,
+        &hello(wire::PROTOCOL_VERSION, "flockmq", "n2@10.0.0.2")[4..],
+        now,
+    );
+    assert!(actions(&mut c).is_empty());
+    // Once the pending ones time out, new connections are accepted again.
+    let at = c.poll_timeout().unwrap();
+    c.handle_timeout(at);
+    let _ = actions(&mut c);
+    c.link_opened(LinkId(3000), Harness::addr(5), None, at);
+    assert!(actions(&mut c).is_empty());
+    assert_eq!(c.metrics().handshakes_refused, 1);
+}
+
+#[test]
+fn a_framing_error_closes_the_link_with_a_reason_and_backs_off_growing() {
+    let mut h = linked_pair(&["a/1".to_string()]);
+    let n1 = name("n1@10.0.0.1");
+    let n2 = name("n2@10.0.0.2");
+    let cap = MIN_BACKOFF_CAP;
+    for strike in 1..=5u32 {
+        let link = h.nodes[0].peers[&n2];
+        let now = h.now;
+        let oversize = wire::FrameError::Oversize {
+            len: 2 << 20,
+            max: 1 << 20,
+        };
+        h.nodes[0].link_lost(link, LinkLoss::Frame(oversize), now);
+        let acts = actions(&mut h.nodes[0]);
+        assert!(rejected_with(&acts, "bad framing"), "{acts:?}");
+        // Hand the Reject and the close to n2 as the harness would.
+        for a in acts {
+            h.requeue(0, a);
+        }
+        h.settle();
+        let min_wait = (BACKOFF_BASE * (1 << strike)).min(cap) / 2;
+        for (i, peer) in [(0, &n2), (1, &n1)] {
+            let wait = h.nodes[i].dials[peer].next_at.saturating_sub(now);
+            println!("strike {strike}: node {i} redials after {wait:?}");
+            assert!(
+                wait >= min_wait,
+                "strike {strike}, node {i}: {wait:?} < {min_wait:?}"
+            );
+        }
+        // Nothing is dialled before the backoff is over.
+        h.advance(min_wait - STEP);
+        assert_eq!(h.running(0), vec!["n1@10.0.0.1"], "strike {strike}");
+        h.advance(cap + Duration::from_millis(200));
+        assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
+        assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
+    }
+    // A link that stays up long enough clears the strikes: the next plain loss redials fast.
+    h.advance(STABLE_LINK);
+    let link = h.nodes[0].peers[&n2];
+    let now = h.now;
+    h.nodes[0].close(link, now);
+    let wait = h.nodes[0].dials[&n2].next_at.saturating_sub(now);
+    assert!(wait <= BACKOFF_BASE, "{wait:?}");
 }
 
 #[test]

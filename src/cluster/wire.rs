@@ -17,8 +17,19 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::codec::UserProperty;
 
 /// Version of the link protocol spoken after the handshake (2: sequenced QoS >= 1 forwards with
-/// acknowledgements and resume).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// acknowledgements and resume; 3: bulk sets such as the route set travel in bounded
+/// [`LinkMessage::Bulk`] chunks instead of one `RoutesSync` frame).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Budget of the items of one bulk chunk. A chunk holds items up to this many bytes, or one
+/// item alone when that item is larger (a topic filter never exceeds the largest MQTT packet, so
+/// such a chunk still fits the link frame limit, which leaves room for the largest forward).
+pub const BULK_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Room a forwarded publish needs on top of the MQTT packet it came from (topic, properties
+/// and framing are re-encoded): `cluster.max_frame_size` must be at least
+/// `mqtt.max_packet_size` plus this.
+pub const FORWARD_OVERHEAD: usize = 64 * 1024;
 
 /// Bytes of the length prefix of every frame.
 pub const LENGTH_PREFIX: usize = 4;
@@ -140,7 +151,8 @@ pub enum LinkMessage {
     Heartbeat,
     /// The sender's whole member list (gossip; merged by incarnation).
     Members(Vec<MemberEntry>),
-    /// The sender's complete set of local routes; replaces what the receiver had for it.
+    /// Protocol 2's whole route set in one frame. Never sent since protocol 3 (see
+    /// [`LinkMessage::Bulk`]); kept so the variant indices stay, refused as a protocol error.
     RoutesSync(Vec<String>),
     /// The sender gained its first local subscriber for this filter.
     RouteAdd(String),
@@ -157,6 +169,78 @@ pub enum LinkMessage {
     /// First message after the handshake: the highest `ForwardSeq` number the sender got from
     /// the receiver's current incarnation (0: none). The receiver resends what follows it.
     Resume { received: u64 },
+    /// One chunk of a bulk set (the sender's full route set; later retained sets and sessions):
+    /// chunks of one `sync` arrive in `index` order on one link and the receiver applies the
+    /// whole set when the `last` one arrives, never a part of it.
+    Bulk(BulkChunk),
+}
+
+/// One bounded piece of a bulk set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkChunk {
+    /// Which transfer this chunk belongs to (unique per sender and link).
+    pub sync: u64,
+    /// 0, 1, 2... within the transfer.
+    pub index: u32,
+    /// True on the final chunk: the receiver applies the set then.
+    pub last: bool,
+    /// The items of this chunk.
+    pub body: BulkBody,
+}
+
+/// The items of one chunk, by kind of set. New kinds go at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BulkBody {
+    /// Topic filters of the sender's full local route set (replaces the receiver's copy).
+    Routes(Vec<String>),
+}
+
+impl BulkBody {
+    /// Same kind of set as `other` (chunks of one transfer all have one kind).
+    pub fn same_kind(&self, other: &BulkBody) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
+    /// Appends `other`'s items (of the same kind) to ours.
+    pub fn append(&mut self, other: BulkBody) {
+        match (self, other) {
+            (BulkBody::Routes(ours), BulkBody::Routes(more)) => ours.extend(more),
+        }
+    }
+}
+
+/// Bytes `s` takes in postcard: a varint length, then the UTF-8.
+pub fn str_wire_len(s: &str) -> usize {
+    let mut len = s.len();
+    let mut prefix = 1;
+    while len >= 0x80 {
+        len >>= 7;
+        prefix += 1;
+    }
+    prefix + s.len()
+}
+
+/// Splits `items` into chunks of at most `budget` bytes by `size` (a larger item goes alone),
+/// in order. Always at least one chunk, so an empty set still travels (it clears the receiver).
+pub fn split_bulk<T>(
+    items: impl IntoIterator<Item = T>,
+    budget: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Vec<T>> {
+    let mut chunks = vec![Vec::new()];
+    let mut used = 0;
+    for item in items {
+        let len = size(&item);
+        if used > 0 && used + len > budget {
+            chunks.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(item);
+        }
+    }
+    chunks
 }
 
 /// Why bytes from a peer could not be turned into messages.
@@ -349,6 +433,54 @@ mod tests {
         });
         let cut = frame.get(LENGTH_PREFIX..frame.len() - 3).unwrap();
         assert!(matches!(decode(cut), Err(FrameError::Garbage(_))));
+    }
+
+    #[test]
+    fn bulk_chunks_stay_within_the_budget_and_keep_every_item_in_order() {
+        let filters: Vec<String> = (0..60_000)
+            .map(|i| format!("hog/{:05}/{:03}/sensor-value", i / 1000, i % 1000))
+            .collect();
+        let chunks = split_bulk(filters.clone(), BULK_CHUNK_BYTES, |f| str_wire_len(f));
+        assert!(chunks.len() > 40, "{} chunks", chunks.len());
+        let mut again = Vec::new();
+        for (i, items) in chunks.into_iter().enumerate() {
+            let frame = encode(&LinkMessage::Bulk(BulkChunk {
+                sync: u64::MAX,
+                index: u32::MAX,
+                last: true,
+                body: BulkBody::Routes(items.clone()),
+            }));
+            assert!(
+                frame.len() <= BULK_CHUNK_BYTES + 64,
+                "chunk {i}: {}",
+                frame.len()
+            );
+            again.extend(items);
+        }
+        assert_eq!(again, filters);
+        // One oversized item goes alone; an empty set is one empty chunk.
+        let big = "x".repeat(BULK_CHUNK_BYTES * 2);
+        let chunks = split_bulk(
+            vec!["a".to_string(), big, "b".into()],
+            BULK_CHUNK_BYTES,
+            |f| str_wire_len(f),
+        );
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 1, 1]
+        );
+        assert_eq!(
+            split_bulk(Vec::<String>::new(), 10, |f| f.len()),
+            vec![Vec::<String>::new()]
+        );
+        for n in [0, 1, 127, 128, 20_000] {
+            let s = "y".repeat(n);
+            assert_eq!(
+                str_wire_len(&s),
+                postcard::to_allocvec(&s).unwrap().len(),
+                "{n}"
+            );
+        }
     }
 
     proptest::proptest! {

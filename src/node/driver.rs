@@ -25,7 +25,7 @@ use bytes::Bytes;
 use super::conn::{ConnShared, Outbox};
 use super::core::{Core, Wire};
 use super::discover::DatagramOut;
-use super::link::LinkCtx;
+use super::link::{LinkCtx, LinkGate};
 use super::{CommandError, NodeMetrics};
 use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss, RouteChange};
 use crate::cluster::{
@@ -67,6 +67,8 @@ pub(crate) enum Event {
     LinkOpened {
         link: LinkId,
         outbox: Outbox,
+        /// Raises the reader's frame limit once the link is authenticated.
+        gate: Arc<LinkGate>,
         addr: SocketAddr,
         dialed: Option<NodeName>,
     },
@@ -99,6 +101,7 @@ pub(crate) enum Event {
 /// The broker task's view of one inter-node link: just its writer.
 struct LinkOut {
     shared: Arc<ConnShared>,
+    gate: Arc<LinkGate>,
 }
 
 impl Drop for LinkOut {
@@ -387,6 +390,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             Event::LinkOpened {
                 link,
                 outbox,
+                gate,
                 addr,
                 dialed,
             } => {
@@ -394,6 +398,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     link,
                     LinkOut {
                         shared: outbox.shared,
+                        gate,
                     },
                 );
                 cluster.core.link_opened(link, addr, dialed, now);
@@ -404,9 +409,13 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 }
             }
             Event::LinkLost { link, why } => {
+                // After bad framing the core answers with a Reject and then a Close, which drops
+                // the `LinkOut`; otherwise dropping it here closes its writer.
+                let framing = matches!(why, LinkLoss::Frame(_));
                 cluster.core.link_lost(link, why, now);
-                // Dropping the `LinkOut` closes its writer.
-                cluster.links.remove(&link);
+                if !framing {
+                    cluster.links.remove(&link);
+                }
             }
             Event::DialFailed { node, reason } => cluster.core.dial_failed(&node, &reason, now),
             Event::Datagram { from, bytes } => cluster.core.handle_datagram(from, &bytes, now),
@@ -501,6 +510,11 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 ClusterAction::Datagram { to, bytes } => {
                     if let Some(out) = &cluster.datagrams {
                         out.send(to, bytes);
+                    }
+                }
+                ClusterAction::FrameLimit { link, max } => {
+                    if let Some(out) = cluster.links.get(&link) {
+                        out.gate.raise(max);
                     }
                 }
                 ClusterAction::JoinDone { node, result } => {

@@ -8,18 +8,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use super::conn::{ConnShared, Outbox, write_loop};
 use super::driver::Event;
 use crate::cluster::wire::{self, FrameError};
-use crate::cluster::{LinkId, LinkLoss};
+use crate::cluster::{LinkId, LinkLoss, PREAUTH_MAX_FRAME};
 use crate::config::NodeName;
 use crate::net::Net;
 
@@ -28,13 +28,44 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Back-off after a failed accept so a full fd table does not make us spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// The frame limit of one link's reader: [`PREAUTH_MAX_FRAME`] until the cluster core says the
+/// link is authenticated (`ClusterAction::FrameLimit`), then `cluster.max_frame_size`. An
+/// unauthenticated peer therefore never makes the node buffer more than a few KiB.
+#[derive(Debug)]
+pub(crate) struct LinkGate {
+    max_frame: AtomicUsize,
+    raised: Notify,
+}
+
+impl LinkGate {
+    fn new() -> LinkGate {
+        LinkGate {
+            max_frame: AtomicUsize::new(PREAUTH_MAX_FRAME),
+            raised: Notify::new(),
+        }
+    }
+
+    /// Lets the reader take frames of up to `max` bytes from now on.
+    pub(crate) fn raise(&self, max: usize) {
+        self.max_frame.store(max, Ordering::Release);
+        self.raised.notify_one();
+    }
+
+    fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Acquire)
+    }
+
+    fn is_raised(&self) -> bool {
+        self.max_frame() > PREAUTH_MAX_FRAME
+    }
+}
+
 /// What link tasks share: the network, the broker task's queue, and the link id counter.
 pub(crate) struct LinkCtx<N: Net> {
     pub(crate) net: N,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) alive: mpsc::Sender<()>,
     pub(crate) next_link: Arc<AtomicU64>,
-    pub(crate) max_frame: usize,
     pub(crate) node_span: tracing::Span,
 }
 
@@ -45,7 +76,6 @@ impl<N: Net> Clone for LinkCtx<N> {
             events: self.events.clone(),
             alive: self.alive.clone(),
             next_link: Arc::clone(&self.next_link),
-            max_frame: self.max_frame,
             node_span: self.node_span.clone(),
         }
     }
@@ -61,9 +91,11 @@ impl<N: Net> LinkCtx<N> {
         let outbox = Outbox {
             shared: Arc::clone(&shared),
         };
+        let gate = Arc::new(LinkGate::new());
         let opened = Event::LinkOpened {
             link,
             outbox,
+            gate: Arc::clone(&gate),
             addr,
             dialed,
         };
@@ -78,7 +110,7 @@ impl<N: Net> LinkCtx<N> {
         );
         let reader = LinkReader {
             link,
-            max_frame: self.max_frame,
+            gate,
             events: self.events.clone(),
             shared,
             _alive: self.alive.clone(),
@@ -139,7 +171,7 @@ impl<N: Net> LinkCtx<N> {
 /// The read side of one link.
 struct LinkReader {
     link: LinkId,
-    max_frame: usize,
+    gate: Arc<LinkGate>,
     events: mpsc::Sender<Event>,
     shared: Arc<ConnShared>,
     _alive: mpsc::Sender<()>,
@@ -148,9 +180,16 @@ struct LinkReader {
 impl LinkReader {
     async fn run<R: AsyncRead + Unpin>(self, mut socket: R) {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Frames were handed to the broker task: the handshake may be completing.
+        let mut delivered = false;
+        // The buffer holds bytes to split again (after the frame limit was raised).
+        let mut resplit = false;
         loop {
-            buf.reserve(READ_CHUNK);
-            let read = tokio::select! {
+            if std::mem::take(&mut resplit) {
+                // Fall through to splitting what is buffered.
+            } else {
+                buf.reserve(READ_CHUNK);
+                let read = tokio::select! {
                 biased;
                 () = self.shared.stop_reader.notified() => {
                     if self.shared.writer_failed.load(Ordering::Acquire) {
@@ -159,18 +198,19 @@ impl LinkReader {
                     return;
                 }
                 read = socket.read_buf(&mut buf) => read,
-            };
-            match read {
-                Ok(0) => return self.lost(LinkLoss::Io).await,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "link read failed");
-                    return self.lost(LinkLoss::Io).await;
+                };
+                match read {
+                    Ok(0) => return self.lost(LinkLoss::Io).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "link read failed");
+                        return self.lost(LinkLoss::Io).await;
+                    }
                 }
             }
             let mut frames: Vec<Bytes> = Vec::new();
             let failure: Option<FrameError> = loop {
-                match wire::split_frame(&mut buf, self.max_frame) {
+                match wire::split_frame(&mut buf, self.gate.max_frame()) {
                     Ok(Some(frame)) => frames.push(frame),
                     Ok(None) => break None,
                     Err(e) => break Some(e),
@@ -184,9 +224,22 @@ impl LinkReader {
                 if self.events.send(event).await.is_err() {
                     return;
                 }
+                delivered = true;
             }
-            if let Some(e) = failure {
-                return self.lost(LinkLoss::Frame(e)).await;
+            match failure {
+                // A large frame right behind the last handshake frame (the peer's first bulk
+                // chunk after its Proof): wait, without reading, for the core's verdict on the
+                // handshake. Authenticated raises the limit; refused closes the link; a stalled
+                // handshake times out in the core.
+                Some(FrameError::Oversize { .. }) if delivered && !self.gate.is_raised() => {
+                    tokio::select! {
+                        biased;
+                        () = self.shared.stop_reader.notified() => return,
+                        () = self.gate.raised.notified() => resplit = true,
+                    }
+                }
+                Some(e) => return self.lost(LinkLoss::Frame(e)).await,
+                None => {}
             }
         }
     }

@@ -346,6 +346,9 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
             .local_addr(&listener)
             .map_err(|source| NodeError::BindCluster { addr, source })?;
         let cluster_config = ClusterConfig::from_config(&config, bound.port());
+        for warning in config.warnings() {
+            tracing::warn!(parent: &node_span, "{warning}");
+        }
         let incarnation = incarnation(&net);
         // Mixed with the incarnation so a restarted node never reuses its handshake nonces; in
         // the simulator the incarnation comes from the simulated clock, so runs still replay.
@@ -355,7 +358,6 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
             events: events_tx.clone(),
             alive: alive_tx.clone(),
             next_link: Arc::new(AtomicU64::new(0)),
-            max_frame: cluster_config.max_frame,
             node_span: node_span.clone(),
         };
         let mut cluster =
