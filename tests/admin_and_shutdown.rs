@@ -175,27 +175,15 @@ async fn shutdown_publishes_wills_then_disconnects_v5_clients_with_0x8b() {
 /// window of 32) before the subscriber gets DISCONNECT 0x8B; the will clients get 0x8B too.
 #[tokio::test]
 async fn shutdown_delivers_every_will_before_disconnecting_the_subscriber() {
-    use flockmq::codec::{Connect, LastWill, Packet, Protocol, QoS as Q, ReasonCode};
+    use flockmq::codec::{Packet, Protocol, QoS as Q, ReasonCode};
     let node = start_node(&[]).await;
     let addr = node.mqtt_addr();
     let mut sub = common::Raw::connect(addr, "will-sub", Protocol::V5).await;
     sub.subscribe("will/#", Q::AtLeastOnce).await;
     let mut mortals = Vec::new();
     for i in 0..50 {
-        let connect = Connect {
-            protocol: Protocol::V5,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: format!("mortal-{i}").into(),
-            will: Some(LastWill {
-                topic: format!("will/{i}").into(),
-                payload: "gone".into(),
-                qos: Q::AtLeastOnce,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        mortals.push(common::Raw::connect_with(addr, connect).await);
+        let (id, topic) = (format!("mortal-{i}"), format!("will/{i}"));
+        mortals.push(common::Raw::connect_with_will(addr, &id, &topic).await);
     }
     #[allow(clippy::disallowed_methods)] // a printed figure, not a decision
     let started = std::time::Instant::now();

@@ -21,8 +21,6 @@ use common::{Raw, WAIT};
 use flockmq::cluster::wire::{self, LinkMessage, NONCE_LEN, PROTOCOL_VERSION};
 use flockmq::cluster::{MAX_PENDING_HANDSHAKES, PREAUTH_MAX_FRAME};
 use flockmq::codec::{Packet, Protocol, QoS, Subscribe, SubscriptionOptions};
-use flockmq::config::Config;
-use flockmq::net::TokioNet;
 use flockmq::node::RunningNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,21 +33,7 @@ const POLL: Duration = Duration::from_millis(50);
 const RESYNC: Duration = Duration::from_secs(60);
 
 async fn node(name: &str, extra: &[(&str, &str)]) -> RunningNode {
-    let data_dir = common::unique_data_dir();
-    let mut pairs = vec![
-        ("node.name", name),
-        ("node.data_dir", data_dir.as_str()),
-        ("node.cookie", COOKIE),
-        ("listener.tcp.bind", "127.0.0.1:0"),
-        ("admin.bind", "off"),
-        ("cluster.port", "0"),
-        ("cluster.heartbeat", "200ms"),
-    ];
-    pairs.extend_from_slice(extra);
-    let config = Config::from_pairs(&pairs).expect("valid config");
-    flockmq::node::start(TokioNet::new(), config)
-        .await
-        .expect("node starts")
+    common::start_cluster_node(name, COOKIE, extra).await
 }
 
 fn hog_filters() -> Vec<String> {

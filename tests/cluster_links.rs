@@ -17,8 +17,6 @@ use bytes::BytesMut;
 use common::WAIT;
 use flockmq::cluster::handshake::{Role, Transcript};
 use flockmq::cluster::wire::{self, LinkMessage, NONCE_LEN, PROTOCOL_VERSION};
-use flockmq::config::Config;
-use flockmq::net::TokioNet;
 use flockmq::node::RunningNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -77,30 +75,7 @@ impl Logs {
 }
 
 async fn node(name: &str, extra: &[(&str, &str)]) -> RunningNode {
-    let ip = name.split_once('@').unwrap().1;
-    let bind = |port: &str| {
-        if ip.contains(':') {
-            format!("[{ip}]:{port}")
-        } else {
-            format!("{ip}:{port}")
-        }
-    };
-    let mqtt = bind("0");
-    let data_dir = common::unique_data_dir();
-    let mut pairs = vec![
-        ("node.name", name),
-        ("node.data_dir", data_dir.as_str()),
-        ("node.cookie", COOKIE),
-        ("listener.tcp.bind", mqtt.as_str()),
-        ("admin.bind", "off"),
-        ("cluster.port", "0"),
-        ("cluster.heartbeat", "200ms"),
-    ];
-    pairs.extend_from_slice(extra);
-    let config = Config::from_pairs(&pairs).expect("valid config");
-    flockmq::node::start(TokioNet::new(), config)
-        .await
-        .expect("node starts")
+    common::start_cluster_node(name, COOKIE, extra).await
 }
 
 /// Reads until EOF (or the test's patience ends); returns every byte read.
@@ -366,7 +341,7 @@ async fn nodes_link_and_forward_over_ipv6() {
 /// close, so all 50 reach the subscriber on n2.
 #[tokio::test]
 async fn wills_of_a_node_shutting_down_reach_subscribers_on_another_node() {
-    use flockmq::codec::{Connect, LastWill, Protocol, QoS as Q};
+    use flockmq::codec::{Protocol, QoS as Q};
     let (logs, _guard) = Logs::capture();
     let n1 = node("n1@127.0.0.1", &[]).await;
     let n2 = node("n2@127.0.0.1", &[]).await;
@@ -384,20 +359,8 @@ async fn wills_of_a_node_shutting_down_reach_subscribers_on_another_node() {
     }
     let mut mortals = Vec::new();
     for i in 0..50 {
-        let connect = Connect {
-            protocol: Protocol::V5,
-            clean_start: true,
-            keep_alive: 30,
-            client_id: format!("mortal-{i}").into(),
-            will: Some(LastWill {
-                topic: format!("will/{i}").into(),
-                payload: "gone".into(),
-                qos: Q::AtLeastOnce,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        mortals.push(common::Raw::connect_with(n1.mqtt_addr(), connect).await);
+        let (id, topic) = (format!("mortal-{i}"), format!("will/{i}"));
+        mortals.push(common::Raw::connect_with_will(n1.mqtt_addr(), &id, &topic).await);
     }
     n1.shutdown().await;
     // n1 stopped because n2 acknowledged every forward (not because its timeout passed).

@@ -77,9 +77,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{Config, Discovery, NodeName, SeedNode};
+use crate::log_limit::{LogLimiter, peer_text};
 use discovery::{DropReason, Kind};
 use handshake::{Role, Transcript};
-use crate::log_limit::{LogLimiter, peer_text};
 use routes::RouteTable;
 use wire::{
     BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN,

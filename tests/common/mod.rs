@@ -46,6 +46,32 @@ pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
         .expect("node starts")
 }
 
+/// Starts an in-process cluster node `name` (`name@IP`) with `cookie`, its MQTT listener on
+/// `IP:0`, any free cluster port, 200 ms heartbeats, no admin endpoint, plus `extra` keys.
+pub async fn start_cluster_node(name: &str, cookie: &str, extra: &[(&str, &str)]) -> RunningNode {
+    let ip = name.split_once('@').map_or("127.0.0.1", |(_, ip)| ip);
+    let mqtt = if ip.contains(':') {
+        format!("[{ip}]:0")
+    } else {
+        format!("{ip}:0")
+    };
+    let data_dir = unique_data_dir();
+    let mut pairs = vec![
+        ("node.name", name),
+        ("node.data_dir", data_dir.as_str()),
+        ("node.cookie", cookie),
+        ("listener.tcp.bind", mqtt.as_str()),
+        ("admin.bind", "off"),
+        ("cluster.port", "0"),
+        ("cluster.heartbeat", "200ms"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = Config::from_pairs(&pairs).expect("valid config");
+    flockmq::node::start(TokioNet::new(), config)
+        .await
+        .expect("node starts")
+}
+
 /// An MQTT 3.1.1 client (rumqttc) with its event loop polled in the background.
 pub struct V4 {
     pub client: rumqttc::AsyncClient,
@@ -348,6 +374,25 @@ impl Raw {
         let (raw, ack) = Raw::connect_answer(addr, connect).await;
         assert_eq!(ack.reason_code, flockmq::codec::ReasonCode::Success);
         raw
+    }
+
+    /// An MQTT 5 client `id` whose will is a QoS 1 "gone" on `will_topic`.
+    pub async fn connect_with_will(addr: SocketAddr, id: &str, will_topic: &str) -> Raw {
+        use flockmq::codec::{Connect, LastWill, Protocol, QoS};
+        let connect = Connect {
+            protocol: Protocol::V5,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: id.into(),
+            will: Some(LastWill {
+                topic: will_topic.into(),
+                payload: "gone".into(),
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Raw::connect_with(addr, connect).await
     }
 
     /// Sends `connect` and returns the CONNACK, whatever it says.
