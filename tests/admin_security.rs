@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::logs::Logs;
+
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{WAIT, start_node};
@@ -150,41 +151,9 @@ async fn a_cross_site_form_post_cannot_make_the_node_leave_but_a_json_post_can()
     assert_eq!(running(&n1).await, names(&["n1@127.0.0.1"]));
 }
 
-/// The log lines of this test's thread (the node's tasks run on it: current-thread runtime).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("flockmq=info")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn count(&self, part: &str) -> usize {
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        text.lines().filter(|l| l.contains(part)).count()
-    }
-}
-
 #[tokio::test]
 async fn refusals_are_logged_at_most_once_per_reason_per_period() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=info");
     let node = start_node(&[]).await;
     let admin = node.admin_addr().unwrap();
     let rebound = request(

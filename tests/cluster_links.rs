@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::io::Write;
+use common::logs::Logs;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,50 +29,6 @@ const POLL: Duration = Duration::from_millis(20);
 /// How many polls fit in `WAIT` (tests count polls: the clock belongs to `Net`).
 fn polls() -> u32 {
     (WAIT.as_millis() / POLL.as_millis()) as u32
-}
-
-/// Log lines written while a test runs.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Installs a capturing subscriber for this thread.
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("flockmq=debug")
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    /// Waits until a line contains every one of `parts`.
-    async fn wait_for(&self, parts: &[&str]) -> String {
-        for _ in 0..polls() {
-            let text = self.text();
-            if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return line.to_owned();
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        panic!("no log line with {parts:?} in\n{}", self.text());
-    }
 }
 
 async fn node(name: &str, extra: &[(&str, &str)]) -> RunningNode {
@@ -109,7 +66,7 @@ fn hello(protocol: u16, nonce: [u8; NONCE_LEN]) -> bytes::Bytes {
 
 #[tokio::test]
 async fn garbage_on_the_cluster_port_is_disconnected_with_a_log_line() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=debug");
     let n = node("n1@127.0.0.1", &[]).await;
     let mut peer = TcpStream::connect(n.cluster_addr().unwrap()).await.unwrap();
     let me = peer.local_addr().unwrap().to_string();
@@ -132,7 +89,7 @@ async fn garbage_on_the_cluster_port_is_disconnected_with_a_log_line() {
 
 #[tokio::test]
 async fn an_oversize_frame_closes_the_link_with_a_log_line() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=debug");
     let n = node("n1@127.0.0.1", &[]).await;
     let mut peer = TcpStream::connect(n.cluster_addr().unwrap()).await.unwrap();
     let me = peer.local_addr().unwrap().to_string();
@@ -151,7 +108,7 @@ async fn an_oversize_frame_closes_the_link_with_a_log_line() {
 
 #[tokio::test]
 async fn an_unknown_protocol_version_is_refused_with_a_log_line() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=debug");
     let n = node("n1@127.0.0.1", &[]).await;
     let mut peer = TcpStream::connect(n.cluster_addr().unwrap()).await.unwrap();
     let me = peer.local_addr().unwrap().to_string();
@@ -171,7 +128,7 @@ async fn an_unknown_protocol_version_is_refused_with_a_log_line() {
 
 #[tokio::test]
 async fn a_wrong_cookie_is_refused_with_a_log_line() {
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=debug");
     let n = node("n1@127.0.0.1", &[]).await;
     let mut peer = TcpStream::connect(n.cluster_addr().unwrap()).await.unwrap();
     let our_nonce = [5; NONCE_LEN];
@@ -342,7 +299,7 @@ async fn nodes_link_and_forward_over_ipv6() {
 #[tokio::test]
 async fn wills_of_a_node_shutting_down_reach_subscribers_on_another_node() {
     use flockmq::codec::{Protocol, QoS as Q};
-    let (logs, _guard) = Logs::capture();
+    let (logs, _guard) = Logs::capture("flockmq=debug");
     let n1 = node("n1@127.0.0.1", &[]).await;
     let n2 = node("n2@127.0.0.1", &[]).await;
     let seed = format!("n2@127.0.0.1:{}", n2.cluster_addr().unwrap().port())

@@ -6,6 +6,8 @@
 //! accept with `INSTA_UPDATE=always cargo test -p flockmq-sim --test scenarios` (or
 //! `cargo insta review`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use flockmq_sim::client::PlantedBug;
@@ -168,18 +170,7 @@ fn planted_duplicate_qos2_delivery_fails_exactly_once() {
 
 #[test]
 fn cli_failure_ends_with_the_reproduce_line_and_exits_non_zero() {
-    let dir = std::env::temp_dir().join(format!("flockmq-sim-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("starved.toml");
-    // A run that cannot deliver 10^9 messages: the min_deliveries check must fail it.
-    std::fs::write(
-        &file,
-        "name = \"starved\"\nnodes = 1\nduration = \"5s\"\nseeds = [3]\n\
-         [[workload]]\nkind = \"pubsub\"\npublishers = 1\nsubscribers = 1\n\
-         filters = [\"a\"]\ntopics = [\"a\"]\n\
-         [expect]\nconverge_within = \"2s\"\nmin_deliveries = 1000000000\n",
-    )
-    .unwrap();
+    let (dir, file) = common::starved_scenario("cli");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flockmq-sim"))
         .args(["run", file.to_str().unwrap(), "--seed", "3"])
         .output()

@@ -1,6 +1,8 @@
 //! `flockmq-sim swarm --jobs N`: runs on several threads give the same results, in the same
 //! order, with the same `reproduce:` lines as one thread; a run replays on any thread.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -30,18 +32,7 @@ fn swarm(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn swarm_output_is_the_same_with_one_job_or_three() {
-    let dir = std::env::temp_dir().join(format!("flockmq-sim-swarm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let starved = dir.join("starved.toml");
-    // Fails on every seed (cannot reach 10^9 deliveries), so every seed has a reproduce line.
-    std::fs::write(
-        &starved,
-        "name = \"starved\"\nnodes = 1\nduration = \"3s\"\nseeds = [3]\n\
-         [[workload]]\nkind = \"pubsub\"\npublishers = 1\nsubscribers = 1\n\
-         filters = [\"a\"]\ntopics = [\"a\"]\n\
-         [expect]\nconverge_within = \"2s\"\nmin_deliveries = 1000000000\n",
-    )
-    .unwrap();
+    let (dir, starved) = common::starved_scenario("swarm");
     let starved = starved.to_str().unwrap();
     let args = |jobs| {
         [

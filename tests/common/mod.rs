@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod logs;
 pub mod netns;
 
 use std::net::SocketAddr;

@@ -22,6 +22,20 @@ fn retained_kb(topic: &str) -> Packet {
     Packet::Publish(p)
 }
 
+/// A QoS 0 subscriber `s` paused after 4 of 6 KB messages from `p` (2 wait for the drain).
+fn paused_subscriber() -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::with_config(paced());
+    let p = h.connect("p");
+    let s = h.connect("s");
+    h.subscribe(s, "t", QoS::AtMostOnce);
+    for _ in 0..6 {
+        h.send(p, Packet::Publish(publish("t", QoS::AtMostOnce, None, &KB)));
+    }
+    assert_eq!(h.publishes(s).len(), 4);
+    assert!(h.take_drain_request(s));
+    (h, p, s)
+}
+
 /// Drains `conn` round by round until it stops asking; returns the PUBLISHes of each round.
 fn drain_rounds(h: &mut Harness, conn: ConnId) -> Vec<Vec<Publish>> {
     let mut rounds = vec![h.publishes(conn)];
@@ -171,15 +185,7 @@ fn resends_after_a_reconnect_wait_for_the_drain_too() {
 
 #[test]
 fn qos0_for_a_paused_client_waits_and_is_dropped_first_when_the_node_is_congested() {
-    let mut h = Harness::with_config(paced());
-    let p = h.connect("p");
-    let s = h.connect("s");
-    h.subscribe(s, "t", QoS::AtMostOnce);
-    for _ in 0..6 {
-        h.send(p, Packet::Publish(publish("t", QoS::AtMostOnce, None, &KB)));
-    }
-    assert_eq!(h.publishes(s).len(), 4);
-    assert!(h.take_drain_request(s));
+    let (mut h, p, s) = paused_subscriber();
     assert_eq!(
         h.broker.clients()[1].queued,
         2,
@@ -291,15 +297,7 @@ fn subscriptions_beyond_the_quota_are_refused_one_by_one() {
 
 #[test]
 fn a_stopping_node_closes_a_paused_connection_once_it_drained() {
-    let mut h = Harness::with_config(paced());
-    let p = h.connect("p");
-    let s = h.connect("s");
-    h.subscribe(s, "t", QoS::AtMostOnce);
-    for _ in 0..6 {
-        h.send(p, Packet::Publish(publish("t", QoS::AtMostOnce, None, &KB)));
-    }
-    assert_eq!(h.publishes(s).len(), 4);
-    assert!(h.take_drain_request(s));
+    let (mut h, _, s) = paused_subscriber();
     h.broker.shutdown(h.now);
     h.collect();
     assert!(!h.closed(s), "two messages still wait for the drain");
