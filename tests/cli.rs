@@ -312,19 +312,9 @@ fn check_config_prints_effective_config_with_overrides() {
 #[test]
 fn check_config_warns_about_the_default_cookie_and_still_succeeds() {
     let check = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("check-config")
-            .args(args)
-            .env_remove("FLOCKMQ_NODE__COOKIE")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        let (ok, stdout, stderr) = check_config(args);
+        assert!(ok, "{stderr}");
+        (stdout, stderr)
     };
     let (stdout, stderr) = check(&["--set", "cluster.discovery=manual"]);
     let warning = stderr
@@ -340,29 +330,37 @@ fn check_config_warns_about_the_default_cookie_and_still_succeeds() {
 
 #[test]
 fn check_config_refuses_a_link_frame_limit_below_the_largest_forward() {
-    let out = Command::new(BIN)
-        .args(["check-config", "--set", "mqtt.max_packet_size=4MB"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, err) = check_config(&["--set", "mqtt.max_packet_size=4MB"]);
+    assert!(!ok);
     assert!(err.contains("cluster.max_frame_size"), "{err}");
     assert!(err.contains("mqtt.max_packet_size"), "{err}");
-    let out = Command::new(BIN)
-        .args(["check-config", "--set", "mqtt.max_packet_size=4MB"])
-        .args(["--set", "cluster.max_frame_size=5MB"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (ok, text, err) = check_config(&[
+        "--set",
+        "mqtt.max_packet_size=4MB",
+        "--set",
+        "cluster.max_frame_size=5MB",
+    ]);
+    assert!(ok, "{err}");
     assert!(
         text.lines().any(|l| l == "cluster.max_frame_size = 5MB"),
         "{text}"
     );
+}
+
+/// Runs `flockmq check-config ARGS` (without a cookie from the environment): (success, stdout,
+/// stderr).
+fn check_config(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .args(args)
+        .env_remove("FLOCKMQ_NODE__COOKIE")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
