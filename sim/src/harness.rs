@@ -16,7 +16,8 @@ use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use flockmq::config::{Config, Discovery};
+use flockmq::cluster::Discovery;
+use flockmq::config::Config;
 use flockmq::net::SimWorld;
 use flockmq::node::NodeHandle;
 use rand::rngs::StdRng;
@@ -365,7 +366,7 @@ async fn admin_commands(
             let answer = match (handle, &action) {
                 (None, _) => "node not running".to_string(),
                 (Some(h), Action::Join { target, .. }) => {
-                    match format!("{target}@{target}").parse::<flockmq::config::SeedNode>() {
+                    match format!("{target}@{target}").parse::<flockmq::cluster::SeedNode>() {
                         Ok(seed) => format!("{:?}", h.cluster_join(seed).await),
                         Err(e) => format!("bad seed: {e}"),
                     }

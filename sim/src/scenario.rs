@@ -10,7 +10,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flockmq::config::{Discovery, parse_duration};
+use flockmq::cluster::Discovery;
+use flockmq::config::parse_duration;
 use serde::Deserialize;
 
 /// Why a scenario file could not be used.

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::Instrument;
 
-use crate::config::{NodeName, SeedNode};
+use crate::cluster::{NodeName, SeedNode};
 use crate::log_limit::LogLimiter;
 use crate::net::Net;
 use crate::node::{CommandError, NodeError, NodeHandle};

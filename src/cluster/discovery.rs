@@ -158,8 +158,12 @@ pub struct Sender<'a> {
     pub cookie: &'a str,
 }
 
+/// Room for node name + cluster name in a discovery datagram (kept under a 1,280-byte MTU); the
+/// configuration refuses longer names under multicast discovery.
+pub const MAX_ANNOUNCED_NAMES: usize = 1024;
+
 /// Encodes one announce. Names longer than 65,535 bytes are cut (the config caps them far
-/// lower, `config::MAX_ANNOUNCED_NAMES`).
+/// lower, [`MAX_ANNOUNCED_NAMES`]).
 pub fn encode(kind: Kind, from: &Sender<'_>) -> Bytes {
     let node = cap(from.node.as_bytes());
     let cluster = cap(from.cluster.as_bytes());

@@ -62,6 +62,7 @@
 
 pub mod discovery;
 pub mod handshake;
+pub mod name;
 pub mod routes;
 pub mod wire;
 
@@ -76,10 +77,10 @@ use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{Config, Discovery, NodeName, SeedNode};
 use crate::log_limit::{LogLimiter, peer_text};
 use discovery::{DropReason, Kind};
 use handshake::{Role, Transcript};
+pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use routes::RouteTable;
 use wire::{
     BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN,
@@ -198,25 +199,6 @@ pub struct ClusterConfig {
     pub autoclean: Option<Duration>,
     /// `cluster.max_frame_size`: largest frame accepted from an authenticated peer.
     pub max_frame: usize,
-}
-
-impl ClusterConfig {
-    /// The cluster settings of `config` for a node whose cluster listener is on `bound_port`.
-    pub fn from_config(config: &Config, bound_port: u16) -> ClusterConfig {
-        ClusterConfig {
-            node: config.node.name.clone(),
-            port: bound_port,
-            default_port: config.cluster.port,
-            cluster_name: config.cluster.name.clone(),
-            cookie: config.node.cookie.clone(),
-            discovery: config.cluster.discovery,
-            seeds: config.cluster.static_seeds.clone(),
-            heartbeat: config.cluster.heartbeat,
-            autoheal: config.cluster.autoheal,
-            autoclean: config.cluster.autoclean,
-            max_frame: usize::try_from(config.cluster.max_frame_size).unwrap_or(usize::MAX),
-        }
-    }
 }
 
 /// `ctl cluster status`: members with a live link and members without one, sorted.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::NodeName;
+use super::NodeName;
 use crate::topic::TopicTrie;
 
 /// Filter → remote nodes, plus each node's own set for resync and purge.

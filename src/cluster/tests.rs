@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
 use super::*;
-use crate::config::{Discovery, NodeName, SeedNode};
+use super::{Discovery, NodeName, SeedNode};
 
 const HEARTBEAT: Duration = Duration::from_millis(100);
 const STEP: Duration = Duration::from_millis(10);

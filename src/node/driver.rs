@@ -31,8 +31,8 @@ use crate::broker::{Action, ClientInfo, ConnId, ConnectionLoss, RouteChange};
 use crate::cluster::{
     Cluster, ClusterAction, ClusterMetrics, ClusterStatus, LinkId, LinkLoss, RouteEntry,
 };
+use crate::cluster::{NodeName, SeedNode};
 use crate::codec::Packet;
-use crate::config::{NodeName, SeedNode};
 use crate::net::Net;
 
 /// Events handled per batch: enough to amortise a flush, few enough to keep timers prompt.

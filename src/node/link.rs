@@ -18,9 +18,9 @@ use tracing::Instrument;
 
 use super::conn::{ConnShared, Outbox, write_loop};
 use super::driver::Event;
+use crate::cluster::NodeName;
 use crate::cluster::wire::{self, FrameError};
 use crate::cluster::{LinkId, LinkLoss, PREAUTH_MAX_FRAME};
-use crate::config::NodeName;
 use crate::net::Net;
 
 /// Bytes asked of each read.

@@ -32,8 +32,10 @@ use self::core::{Core, MqttWire, Wire};
 use self::driver::{ClusterSide, Driver, Event};
 use self::link::LinkCtx;
 use crate::broker::{Broker, BrokerMetrics, ClientInfo};
-use crate::cluster::{Cluster, ClusterConfig, ClusterMetrics, ClusterStatus, RouteEntry};
-use crate::config::{Config, NodeHost, NodeName, SeedNode};
+use crate::cluster::{
+    Cluster, ClusterMetrics, ClusterStatus, NodeHost, NodeName, RouteEntry, SeedNode,
+};
+use crate::config::Config;
 use crate::net::Net;
 
 /// Depth of the event queue into the broker task; readers wait when it is full (backpressure).
@@ -345,7 +347,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         let bound = net
             .local_addr(&listener)
             .map_err(|source| NodeError::BindCluster { addr, source })?;
-        let cluster_config = ClusterConfig::from_config(&config, bound.port());
+        let cluster_config = config.cluster_config(bound.port());
         for warning in config.warnings() {
             tracing::warn!(parent: &node_span, "{warning}");
         }
@@ -388,7 +390,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
             save_members(net.clone(), members_path, file_rx).instrument(node_span.clone()),
         );
         side.members_file = Some(file_tx);
-        if config.cluster.discovery == crate::config::Discovery::Mcast {
+        if config.cluster.discovery == crate::cluster::Discovery::Mcast {
             let (out, _port) = discover::start(
                 &net,
                 &config.cluster.mcast,
