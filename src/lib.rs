@@ -26,6 +26,8 @@
 //! - [`node`]: the only async code. Generic over `Net`, it accepts connections, frames packets,
 //!   and runs the one task that owns the broker core; the production binary and every simulated
 //!   host run the same `node::start`.
+//! - [`server`]: a whole broker process: `node::start` plus the admin endpoint beside it (what
+//!   the binary and the simulator start).
 //! - [`log_limit`]: the log-line rate limiter (one line per reason per period, counting the rest).
 //! - [`admin`]: the admin HTTP endpoint (Prometheus `/metrics`, the JSON behind `flockmq ctl`)
 //!   and the client side of `ctl`.
@@ -33,13 +35,19 @@
 //!
 //! `main.rs` only parses the command line and calls into these modules.
 
+#[cfg(feature = "runtime")]
 pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod codec;
+#[cfg(feature = "runtime")]
 pub mod config;
 pub mod fnv;
 pub mod log_limit;
+#[cfg(feature = "runtime")]
 pub mod net;
+#[cfg(feature = "runtime")]
 pub mod node;
+#[cfg(feature = "runtime")]
+pub mod server;
 pub mod topic;

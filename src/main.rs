@@ -178,7 +178,7 @@ fn run_node(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let node = flockmq::node::start(TokioNet::new(), config).await?;
+        let node = flockmq::server::start(TokioNet::new(), config).await?;
         println!("{}", node.startup_line());
         shutdown_signal().await.context("cannot wait for signals")?;
         tracing::info!("shutting down");

@@ -1,5 +1,5 @@
 //! The harness: builds one turmoil simulation from a scenario and a seed (node hosts `n1..nN`
-//! running the real `flockmq::node::start`, client hosts `c1..cN` running the simulated clients
+//! running the real `flockmq::server::start`, client hosts `c1..cN` running the simulated clients
 //! attached to the node of the same number, a monitor sampling every node through its
 //! `NodeHandle`), steps it one tick at a time, applies the fault schedule at exact simulated
 //! times, heals everything for the liveness phase, and hands back the recorded history.
@@ -316,7 +316,7 @@ async fn node_software(
     };
     // Naming the host lets datagram partitions (`mcast_partition`) drop what this node receives.
     let net = shared.world.net_on_host(turmoil::lookup(host.as_str()));
-    match flockmq::node::start(net, config).await {
+    match flockmq::server::start(net, config).await {
         Ok(node) => {
             if let Some(slot) = registry.borrow_mut().get_mut(&host) {
                 slot.handle = Some(node.handle());

@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::cluster::{NodeName, SeedNode};
 use crate::log_limit::LogLimiter;
 use crate::net::Net;
-use crate::node::{CommandError, NodeError, NodeHandle};
+use crate::node::{Attachment, CommandError, NodeError, NodeHandle};
 use guard::{Policy, Refusal};
 
 /// Pause after a failed accept so a full fd table does not make us spin.
@@ -270,9 +270,34 @@ async fn cluster_force_leave(
     }
 }
 
+/// Binds the admin endpoint on `addr` and serves it beside the node of `attachment` until that
+/// node stops; returns the address really bound.
+pub async fn start<N: Net>(
+    net: N,
+    addr: SocketAddr,
+    token: Option<String>,
+    attachment: Attachment,
+) -> Result<SocketAddr, NodeError> {
+    let listener = net
+        .bind(addr)
+        .await
+        .map_err(|source| NodeError::BindAdmin { addr, source })?;
+    let local = net
+        .local_addr(&listener)
+        .map_err(|source| NodeError::BindAdmin { addr, source })?;
+    let Attachment {
+        handle,
+        stop,
+        alive,
+        span,
+    } = attachment;
+    tokio::spawn(serve(net, listener, handle, token, stop, alive).instrument(span));
+    Ok(local)
+}
+
 /// Serves the admin routes on `listener` until `stop` turns true (or its sender is dropped).
 /// Holds `_alive`, and so does every connection task, so the node's shutdown waits for them.
-pub(crate) async fn serve<N: Net>(
+async fn serve<N: Net>(
     net: N,
     listener: N::TcpListener,
     handle: NodeHandle,

@@ -1,6 +1,7 @@
 //! The node: the only async code of flockmq. It binds the listeners, accepts connections, runs
-//! one reader and one writer task per connection and ONE task that owns the broker core, and
-//! serves the admin endpoint. Generic over `Net`, so production and every simulated host run
+//! one reader and one writer task per connection and ONE task that owns the broker core. It
+//! knows nothing of the admin endpoint: `server` attaches that beside it (see [`Attachment`]).
+//! Generic over `Net`, so production and every simulated host run
 //! the same code.
 //!
 //! Determinism: time only from `Net::now` and tokio timers, `select!` always `biased`, no OS
@@ -181,6 +182,24 @@ pub struct RunningNode {
     handle: NodeHandle,
     stop: watch::Sender<bool>,
     alive: mpsc::Receiver<()>,
+    /// Handed to services attached beside the node (`attach`); dropped when shutdown starts.
+    alive_tx: Option<mpsc::Sender<()>>,
+    span: tracing::Span,
+}
+
+/// What a service running beside a node (the admin endpoint) needs to share its lifecycle: the
+/// handle to ask the node, the stop signal, and an `alive` token whose clones the node's
+/// graceful shutdown waits for.
+#[derive(Debug)]
+pub struct Attachment {
+    /// Asks the node.
+    pub handle: NodeHandle,
+    /// Turns true when the node stops accepting.
+    pub stop: watch::Receiver<bool>,
+    /// Hold it (and a clone per connection) while working; shutdown waits until all are gone.
+    pub alive: mpsc::Sender<()>,
+    /// The node's tracing span.
+    pub span: tracing::Span,
 }
 
 impl RunningNode {
@@ -204,6 +223,26 @@ impl RunningNode {
         self.handle.clone()
     }
 
+    /// Lets a service run beside the node and stop with it (see [`Attachment`]).
+    pub fn attach(&self) -> Attachment {
+        Attachment {
+            handle: self.handle.clone(),
+            stop: self.stop.subscribe(),
+            alive: self.alive_tx.clone().unwrap_or_else(|| mpsc::channel(1).0),
+            span: self.span.clone(),
+        }
+    }
+
+    /// Records where an attached admin endpoint listens (for `admin_addr` and the startup line).
+    pub fn set_admin_addr(&mut self, addr: SocketAddr) {
+        self.admin_addr = Some(addr);
+    }
+
+    /// The node's tracing span (`node = NAME`).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// The startup line, `flockmq NODE listening for MQTT on ADDR, admin on ADDR|off`; logged by
     /// `start` and printed on stdout by the binary so scripts and tests can find the port.
     pub fn startup_line(&self) -> String {
@@ -221,6 +260,7 @@ impl RunningNode {
     /// forward) or `node.shutdown_timeout` passed, say goodbye (DISCONNECT 0x8B for MQTT 5),
     /// flush every connection for up to 2 s, and return.
     pub async fn shutdown(mut self) {
+        self.alive_tx = None;
         let _ = self.stop.send(true);
         let (reply, done) = oneshot::channel();
         if self
@@ -244,8 +284,9 @@ impl RunningNode {
     }
 }
 
-/// Starts a node on `net`: binds the MQTT listener (and the admin endpoint unless
-/// `admin.bind = off`), spawns its tasks and returns once both are listening.
+/// Starts a node on `net` without its admin endpoint: binds the MQTT listener (and the cluster
+/// listener), spawns its tasks and returns once they are listening. `server::start` is the
+/// whole process: this plus the admin endpoint and the startup line.
 pub async fn start<N: Net>(net: N, config: Config) -> Result<RunningNode, NodeError> {
     let broker = Broker::new(config.broker_config(), config.rng_seed(net.entropy_seed()));
     start_with::<N, Broker, MqttWire>(net, config, broker, true).await
@@ -313,29 +354,6 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
     let (alive_tx, alive_rx) = mpsc::channel(1);
     let handle = NodeHandle {
         events: events_tx.clone(),
-    };
-
-    let admin_addr = match config.admin.bind {
-        None => None,
-        Some(addr) => {
-            let admin_listener = net
-                .bind(addr)
-                .await
-                .map_err(|source| NodeError::BindAdmin { addr, source })?;
-            let local = net
-                .local_addr(&admin_listener)
-                .map_err(|source| NodeError::BindAdmin { addr, source })?;
-            let server = crate::admin::serve(
-                net.clone(),
-                admin_listener,
-                handle.clone(),
-                config.admin.token.clone(),
-                stop_rx.clone(),
-                alive_tx.clone(),
-            );
-            tokio::spawn(server.instrument(node_span.clone()));
-            Some(local)
-        }
     };
 
     let (cluster, cluster_addr) = if clustered {
@@ -425,7 +443,7 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
         listener,
         events: events_tx,
         stop: stop_rx,
-        alive: alive_tx,
+        alive: alive_tx.clone(),
         max_packet_size,
         node_span: node_span.clone(),
         wire: PhantomData,
@@ -435,12 +453,13 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
     let node = RunningNode {
         name,
         mqtt_addr,
-        admin_addr,
+        admin_addr: None,
         cluster_addr,
         handle,
         stop: stop_tx,
         alive: alive_rx,
+        alive_tx: Some(alive_tx),
+        span: node_span,
     };
-    tracing::info!(parent: &node_span, "{}", node.startup_line());
     Ok(node)
 }

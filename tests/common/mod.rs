@@ -42,7 +42,7 @@ pub async fn start_node(extra: &[(&str, &str)]) -> RunningNode {
     ];
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).expect("test config is valid");
-    flockmq::node::start(TokioNet::new(), config)
+    flockmq::server::start(TokioNet::new(), config)
         .await
         .expect("node starts")
 }
@@ -68,7 +68,7 @@ pub async fn start_cluster_node(name: &str, cookie: &str, extra: &[(&str, &str)]
     ];
     pairs.extend_from_slice(extra);
     let config = Config::from_pairs(&pairs).expect("valid config");
-    flockmq::node::start(TokioNet::new(), config)
+    flockmq::server::start(TokioNet::new(), config)
         .await
         .expect("node starts")
 }
