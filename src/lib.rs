@@ -34,6 +34,11 @@
 //! - [`fnv`]: the one stable hash (FNV-1a 64) for seeds and trace hashes.
 //!
 //! `main.rs` only parses the command line and calls into these modules.
+//!
+//! Layers: `codec`, `topic`, `fnv`, `log_limit` < `broker`, `cluster` (the sans-IO cores) <
+//! `config` < `net`, `node` < `admin` < `server`; nothing imports upwards. Everything from `config`
+//! up is the default feature `runtime`: without it the crate is the cores alone, with no tokio,
+//! axum, clap or socket2 in its dependency tree.
 
 #[cfg(feature = "runtime")]
 pub mod admin;

@@ -13,17 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use super::core::Wire;
 use super::driver::Event;
+use super::framed::{AfterError, FramedReader, Framing};
 use crate::broker::{ConnId, ConnectionLoss};
+use crate::codec::{DecodeError, Packet};
 use crate::net::Net;
 
-/// Bytes asked of each read; a read that yields more packets is decoded in one go.
-const READ_CHUNK: usize = 8 * 1024;
 /// Chunks written with one vectored write.
 const MAX_IOSLICES: usize = 64;
 /// Back-off after a failed accept (e.g. out of file descriptors) so we do not spin.
@@ -176,9 +176,11 @@ impl<N: Net, W: Wire> Acceptor<N, W> {
             )
             .instrument(span.clone()),
         );
-        let reader = Reader::<W> {
-            conn,
-            decoder: W::decoder(self.max_packet_size),
+        let reader = FramedReader {
+            framing: MqttFraming::<W> {
+                conn,
+                decoder: W::decoder(self.max_packet_size),
+            },
             events: self.events.clone(),
             shared,
             _alive: self.alive.clone(),
@@ -189,74 +191,47 @@ impl<N: Net, W: Wire> Acceptor<N, W> {
     }
 }
 
-/// The read side of one connection.
-struct Reader<W: Wire> {
+/// How MQTT connections are framed: packets decoded by the wire format, one `Packets` event per
+/// read (also when it completed none: the byte count feeds the metrics).
+struct MqttFraming<W: Wire> {
     conn: ConnId,
     decoder: W::Decoder,
-    events: mpsc::Sender<Event>,
-    shared: Arc<ConnShared>,
-    _alive: mpsc::Sender<()>,
 }
 
-impl<W: Wire> Reader<W> {
-    async fn run<R: AsyncRead + Unpin>(mut self, mut socket: R) {
-        // Empty (no allocation) while the connection idles: an idle client costs no read buffer.
-        let mut buf = BytesMut::new();
-        loop {
-            let read = tokio::select! {
-                biased;
-                () = self.shared.stop_reader.notified() => {
-                    if self.shared.writer_failed.load(Ordering::Acquire) {
-                        self.lost(ConnectionLoss::Io).await;
-                    }
-                    return;
-                }
-                read = read_some(&mut socket, &mut buf) => read,
-            };
-            let bytes = match read {
-                Ok(0) => {
-                    tracing::debug!("peer closed the connection");
-                    return self.lost(ConnectionLoss::Io).await;
-                }
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "read failed");
-                    return self.lost(ConnectionLoss::Io).await;
-                }
-            };
-            let mut packets = Vec::new();
-            let failure = loop {
-                match W::decode(&mut self.decoder, &mut buf) {
-                    Ok(Some(packet)) => packets.push(packet),
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            };
-            let event = Event::Packets {
-                conn: self.conn,
-                packets,
-                bytes,
-            };
-            if self.events.send(event).await.is_err() {
-                return;
-            }
-            if let Some(e) = failure {
-                tracing::debug!(error = %e, "undecodable bytes");
-                // The broker answers (DISCONNECT / CONNACK with the reason) and closes.
-                return self.lost(ConnectionLoss::Decode(e)).await;
-            }
-        }
+impl<W: Wire> Framing for MqttFraming<W> {
+    type Frame = Packet;
+    type Error = DecodeError;
+    const READ_CHUNK: usize = 8 * 1024;
+    const RELEASE_IDLE: bool = true;
+
+    fn split(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
+        W::decode(&mut self.decoder, buf)
     }
 
-    async fn lost(&self, why: ConnectionLoss) {
-        // If the broker task is gone the node is stopping; nobody needs to know.
-        let _ = self
-            .events
-            .send(Event::Lost {
-                conn: self.conn,
-                why,
-            })
-            .await;
+    fn frames(&mut self, packets: Vec<Packet>, bytes: usize) -> Option<Event> {
+        Some(Event::Packets {
+            conn: self.conn,
+            packets,
+            bytes,
+        })
+    }
+
+    fn io_lost(&self) -> Event {
+        self.lost(ConnectionLoss::Io)
+    }
+
+    // The broker answers a decode error (DISCONNECT / CONNACK with the reason) and closes.
+    async fn failed(&mut self, error: DecodeError, _: &ConnShared) -> AfterError {
+        AfterError::Lost(self.lost(ConnectionLoss::Decode(error)))
+    }
+}
+
+impl<W: Wire> MqttFraming<W> {
+    fn lost(&self, why: ConnectionLoss) -> Event {
+        Event::Lost {
+            conn: self.conn,
+            why,
+        }
     }
 }
 
@@ -354,28 +329,6 @@ async fn write_some<Wr: AsyncWrite + Unpin>(
         }
         std::pin::Pin::new(&mut *socket)
             .poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
-    })
-    .await
-}
-
-/// Reads what the socket has into `buf`. While `buf` holds no partial frame the read goes into a
-/// stack buffer that lives only inside one poll, and only the bytes that arrived are copied
-/// into `buf`: idle connections keep no read buffer allocated. A partial frame is completed by
-/// reading straight into `buf`.
-async fn read_some<R: AsyncRead + Unpin>(
-    socket: &mut R,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if !buf.is_empty() {
-        buf.reserve(READ_CHUNK);
-        return socket.read_buf(buf).await;
-    }
-    std::future::poll_fn(|cx| {
-        let mut stack = [0u8; READ_CHUNK];
-        let mut rb = tokio::io::ReadBuf::new(&mut stack);
-        std::task::ready!(std::pin::Pin::new(&mut *socket).poll_read(cx, &mut rb))?;
-        buf.extend_from_slice(rb.filled());
-        std::task::Poll::Ready(Ok(rb.filled().len()))
     })
     .await
 }

@@ -12,19 +12,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use super::conn::{ConnShared, Outbox, write_loop};
 use super::driver::Event;
+use super::framed::{AfterError, FramedReader, Framing};
 use crate::cluster::NodeName;
 use crate::cluster::wire::{self, FrameError};
 use crate::cluster::{LinkId, LinkLoss, PREAUTH_MAX_FRAME};
 use crate::net::Net;
 
-/// Bytes asked of each read.
-const READ_CHUNK: usize = 16 * 1024;
 /// Back-off after a failed accept so a full fd table does not make us spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -108,9 +106,12 @@ impl<N: Net> LinkCtx<N> {
             write_loop(write_half, Arc::clone(&shared), self.alive.clone(), None)
                 .instrument(span.clone()),
         );
-        let reader = LinkReader {
-            link,
-            gate,
+        let reader = FramedReader {
+            framing: LinkFraming {
+                link,
+                gate,
+                delivered: false,
+            },
             events: self.events.clone(),
             shared,
             _alive: self.alive.clone(),
@@ -168,89 +169,63 @@ impl<N: Net> LinkCtx<N> {
     }
 }
 
-/// The read side of one link.
-struct LinkReader {
+/// How cluster links are framed: length-prefixed frames under the link's current limit, one
+/// `LinkFrames` event per read that completed any.
+struct LinkFraming {
     link: LinkId,
     gate: Arc<LinkGate>,
-    events: mpsc::Sender<Event>,
-    shared: Arc<ConnShared>,
-    _alive: mpsc::Sender<()>,
+    /// Frames were handed to the broker task: the handshake may be completing.
+    delivered: bool,
 }
 
-impl LinkReader {
-    async fn run<R: AsyncRead + Unpin>(self, mut socket: R) {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        // Frames were handed to the broker task: the handshake may be completing.
-        let mut delivered = false;
-        // The buffer holds bytes to split again (after the frame limit was raised).
-        let mut resplit = false;
-        loop {
-            if std::mem::take(&mut resplit) {
-                // Fall through to splitting what is buffered.
-            } else {
-                buf.reserve(READ_CHUNK);
-                let read = tokio::select! {
-                biased;
-                () = self.shared.stop_reader.notified() => {
-                    if self.shared.writer_failed.load(Ordering::Acquire) {
-                        self.lost(LinkLoss::Io).await;
-                    }
-                    return;
-                }
-                read = socket.read_buf(&mut buf) => read,
-                };
-                match read {
-                    Ok(0) => return self.lost(LinkLoss::Io).await,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "link read failed");
-                        return self.lost(LinkLoss::Io).await;
-                    }
-                }
-            }
-            let mut frames: Vec<Bytes> = Vec::new();
-            let failure: Option<FrameError> = loop {
-                match wire::split_frame(&mut buf, self.gate.max_frame()) {
-                    Ok(Some(frame)) => frames.push(frame),
-                    Ok(None) => break None,
-                    Err(e) => break Some(e),
-                }
-            };
-            if !frames.is_empty() {
-                let event = Event::LinkFrames {
-                    link: self.link,
-                    frames,
-                };
-                if self.events.send(event).await.is_err() {
-                    return;
-                }
-                delivered = true;
-            }
-            match failure {
-                // A large frame right behind the last handshake frame (the peer's first bulk
-                // chunk after its Proof): wait, without reading, for the core's verdict on the
-                // handshake. Authenticated raises the limit; refused closes the link; a stalled
-                // handshake times out in the core.
-                Some(FrameError::Oversize { .. }) if delivered && !self.gate.is_raised() => {
-                    tokio::select! {
-                        biased;
-                        () = self.shared.stop_reader.notified() => return,
-                        () = self.gate.raised.notified() => resplit = true,
-                    }
-                }
-                Some(e) => return self.lost(LinkLoss::Frame(e)).await,
-                None => {}
-            }
-        }
+impl Framing for LinkFraming {
+    type Frame = Bytes;
+    type Error = FrameError;
+    const READ_CHUNK: usize = 16 * 1024;
+    const RELEASE_IDLE: bool = false;
+
+    fn split(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        wire::split_frame(buf, self.gate.max_frame())
     }
 
-    async fn lost(&self, why: LinkLoss) {
-        let _ = self
-            .events
-            .send(Event::LinkLost {
-                link: self.link,
-                why,
-            })
-            .await;
+    fn frames(&mut self, frames: Vec<Bytes>, _bytes: usize) -> Option<Event> {
+        if frames.is_empty() {
+            return None;
+        }
+        self.delivered = true;
+        Some(Event::LinkFrames {
+            link: self.link,
+            frames,
+        })
+    }
+
+    fn io_lost(&self) -> Event {
+        self.lost(LinkLoss::Io)
+    }
+
+    async fn failed(&mut self, error: FrameError, shared: &ConnShared) -> AfterError {
+        match error {
+            // A large frame right behind the last handshake frame (the peer's first bulk chunk
+            // after its Proof): wait, without reading, for the core's verdict on the handshake.
+            // Authenticated raises the limit; refused closes the link; a stalled handshake times
+            // out in the core.
+            FrameError::Oversize { .. } if self.delivered && !self.gate.is_raised() => {
+                tokio::select! {
+                    biased;
+                    () = shared.stop_reader.notified() => AfterError::Stop,
+                    () = self.gate.raised.notified() => AfterError::Resplit,
+                }
+            }
+            e => AfterError::Lost(self.lost(LinkLoss::Frame(e))),
+        }
+    }
+}
+
+impl LinkFraming {
+    fn lost(&self, why: LinkLoss) -> Event {
+        Event::LinkLost {
+            link: self.link,
+            why,
+        }
     }
 }

@@ -13,6 +13,7 @@ mod core;
 mod discover;
 mod driver;
 mod forward;
+mod framed;
 mod link;
 #[cfg(test)]
 mod tests;
