@@ -147,8 +147,8 @@ fn start(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_tracing(&config.log_level);
-    match run_node(config) {
+    let log = init_tracing(&config.log_level);
+    match run_node(config, args, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -158,47 +158,167 @@ fn start(args: &ConfigArgs) -> ExitCode {
     }
 }
 
-/// Logs go to stderr so stdout carries only the startup line.
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // No colour codes in log files or pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+/// The log filter of the running process, replaceable on SIGHUP.
+struct LogControl {
+    reload: Option<tracing_subscriber::reload::Handle<EnvFilter, FmtFormatter>>,
+    /// `RUST_LOG` is set: it wins over `log.level`, also after a reload.
+    from_env: bool,
 }
 
-fn run_node(config: Config) -> anyhow::Result<()> {
+type EnvFilter = tracing_subscriber::EnvFilter;
+type FmtFormatter = tracing_subscriber::fmt::Formatter<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    fn() -> std::io::Stderr,
+>;
+
+/// Logs go to stderr so stdout carries only the startup line.
+fn init_tracing(level: &str) -> LogControl {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let is_env = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    // No colour codes in log files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr as fn() -> std::io::Stderr)
+        .with_ansi(ansi)
+        .with_filter_reloading();
+    let reload = builder.reload_handle();
+    let installed = builder.try_init().is_ok();
+    LogControl {
+        reload: installed.then_some(reload),
+        from_env: is_env,
+    }
+}
+
+fn run_node(config: Config, args: &ConfigArgs, log: &LogControl) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let node = flockmq::server::start(TokioNet::new(), config).await?;
+        let node = flockmq::server::start(TokioNet::new(), config.clone()).await?;
         println!("{}", node.startup_line());
-        shutdown_signal().await.context("cannot wait for signals")?;
+        let mut running = config;
+        let mut signals = Signals::new().context("cannot wait for signals")?;
+        loop {
+            match signals.next().await {
+                Signal::Stop => break,
+                Signal::Reload => reload(&mut running, args, log),
+            }
+        }
         tracing::info!("shutting down");
         node.shutdown().await;
         Ok(())
     })
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            biased;
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+/// SIGHUP: reads the configuration again (the same file, `FLOCKMQ_*` variables and `--set`s) and
+/// applies what can change while running, `log.level` (unless `RUST_LOG` is set); every other
+/// changed key is logged as taking effect at the next start. A configuration that no longer
+/// loads is logged and ignored: the node keeps running as it was.
+fn reload(running: &mut Config, args: &ConfigArgs, log: &LogControl) {
+    let new = match args.load() {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded, the node keeps its settings: {e}");
+            return;
+        }
+    };
+    let lines = |c: &Config| -> std::collections::BTreeMap<String, String> {
+        c.render()
+            .lines()
+            .filter_map(|l| l.split_once(" = "))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let (old_keys, new_keys) = (lines(running), lines(&new));
+    let mut applied = Vec::new();
+    for (key, value) in &new_keys {
+        let before = old_keys.get(key).map_or("", String::as_str);
+        if before == value {
+            continue;
+        }
+        if key == "log.level" {
+            match (&log.reload, log.from_env) {
+                (_, true) => tracing::warn!(
+                    "SIGHUP: log.level = {value} not applied: RUST_LOG is set and wins"
+                ),
+                (Some(handle), false) => {
+                    let filter = EnvFilter::try_new(value);
+                    if filter.is_ok_and(|f| handle.reload(f).is_ok()) {
+                        running.log_level.clone_from(&new.log_level);
+                        applied.push(format!("{key} = {value}"));
+                    } else {
+                        tracing::warn!("SIGHUP: log.level = {value} could not be applied");
+                    }
+                }
+                (None, false) => {}
+            }
+        } else {
+            tracing::warn!(
+                "SIGHUP: {key} changed from {before} to {value}: takes effect at the next start"
+            );
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+    if applied.is_empty() {
+        tracing::info!("SIGHUP: configuration reloaded, nothing to apply");
+    } else {
+        tracing::info!(
+            "SIGHUP: configuration reloaded, applied {}",
+            applied.join(", ")
+        );
+    }
+}
+
+enum Signal {
+    /// SIGINT or SIGTERM: graceful stop.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// The signals the node obeys, registered once at start.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                biased;
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = self.term.recv() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
 }
 
 fn ctl_command(args: &CtlArgs) -> ExitCode {

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::binary::Broker;
 use common::{V4, V5, start_node, v5_options};
 use rumqttc::QoS;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
@@ -217,48 +218,66 @@ async fn shutdown_delivers_every_will_before_disconnecting_the_subscriber() {
 
 #[tokio::test]
 async fn sigterm_stops_the_binary_gracefully() {
-    let mut child = Command::new(BIN)
-        .args([
-            "start",
-            "--set",
-            "listener.tcp.bind=127.0.0.1:0",
-            "--set",
-            "admin.bind=off",
-            "--set",
-            "cluster.port=0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("listening for MQTT on"))
-    })
-    .await
-    .unwrap()
-    .expect("startup line");
-    let addr: std::net::SocketAddr = line
-        .split("listening for MQTT on ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut c = V5::connect("term", addr).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let broker = Broker::start(&["admin.bind=off"]);
+    let mut c = V5::connect("term", broker.addr).await;
+    broker.signal("TERM");
     assert_eq!(c.expect_server_disconnect().await, 0x8B);
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let mut broker = broker;
+    let exit = tokio::task::spawn_blocking(move || broker.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// SIGHUP reloads the configuration: `log.level` applies at once (debug lines appear), another
+/// changed key is logged as taking effect at the next start, a configuration that no longer
+/// loads is logged and ignored; the node and its clients stay up throughout, and SIGTERM still
+/// stops it gracefully.
+#[tokio::test]
+async fn sighup_reloads_the_log_level_and_never_kills_the_node() {
+    let dir = common::unique_data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::path::Path::new(&dir).join("flockmq.conf");
+    std::fs::write(&file, "log.level = info\nmqtt.max_inflight = 32\n").unwrap();
+    let mut cmd = Broker::command(&["admin.bind=off"]);
+    cmd.arg("--config").arg(&file).env_remove("RUST_LOG");
+    let broker = Broker::spawn(cmd);
+    let mut c = V5::connect("hup-1", broker.addr).await;
+    assert!(
+        !broker.log_lines().iter().any(|l| l.contains("DEBUG")),
+        "no debug lines at log.level = info"
+    );
+
+    std::fs::write(&file, "log.level = debug\nmqtt.max_inflight = 16\n").unwrap();
+    broker.signal("HUP");
+    broker
+        .wait_for_log(&["SIGHUP: configuration reloaded, applied log.level = debug"])
+        .await;
+    broker
+        .wait_for_log(&["mqtt.max_inflight changed from 32 to 16", "next start"])
+        .await;
+    let _d = V5::connect("hup-2", broker.addr).await;
+    broker.wait_for_log(&["DEBUG", "connection accepted"]).await;
+
+    std::fs::write(&file, "log.level = debug\nno.such.key = 1\n").unwrap();
+    broker.signal("HUP");
+    broker
+        .wait_for_log(&["SIGHUP: configuration not reloaded", "no.such.key"])
+        .await;
+
+    // Still serving: the first client subscribes and gets a message published by another.
+    c.subscribe("hup/t", QoS5::AtLeastOnce).await;
+    let p = V5::connect("hup-3", broker.addr).await;
+    p.client
+        .publish("hup/t", QoS5::AtLeastOnce, false, "still here")
+        .await
+        .unwrap();
+    assert_eq!(&c.next_publish().await.payload[..], b"still here");
+
+    broker.signal("TERM");
+    assert_eq!(c.expect_server_disconnect().await, 0x8B);
+    let mut broker = broker;
+    let exit = tokio::task::spawn_blocking(move || broker.child.wait().unwrap())
         .await
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");

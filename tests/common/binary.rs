@@ -1,10 +1,11 @@
 //! The built `flockmq` binary as a broker process: started with `flockmq start` on ephemeral
-//! ports, its MQTT address read from its log, killed on drop; plus its memory figures from
-//! /proc for the tests that print them.
+//! ports, its MQTT address read from its log, its log kept for the test to wait on, killed on
+//! drop; plus its memory figures from /proc for the tests that print them.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flockmq");
@@ -13,11 +14,21 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_flockmq");
 pub struct Broker {
     pub child: Child,
     pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Broker {
-    /// Starts the binary on 127.0.0.1 with ephemeral ports and `extra` `--set KEY=VALUE`s.
+    /// Starts the binary on 127.0.0.1 with ephemeral ports and `extra` `--set KEY=VALUE`s,
+    /// logging at `RUST_LOG=info`.
     pub fn start(extra: &[&str]) -> Broker {
+        let mut cmd = Broker::command(extra);
+        cmd.env("RUST_LOG", "info");
+        Broker::spawn(cmd)
+    }
+
+    /// `flockmq start` on 127.0.0.1 with ephemeral ports, a fresh data directory and `extra`
+    /// `--set KEY=VALUE`s, for a test to add to (a `--config` file, the environment).
+    pub fn command(extra: &[&str]) -> Command {
         let data = super::unique_data_dir();
         let mut cmd = Command::new(BIN);
         cmd.args([
@@ -34,15 +45,52 @@ impl Broker {
         for e in extra {
             cmd.args(["--set", e]);
         }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Runs `cmd` and waits for its MQTT address.
+    pub fn spawn(mut cmd: Command) -> Broker {
         let mut child = cmd
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("flockmq binary runs");
-        let addr = listen_addr(&mut child).expect("broker prints its MQTT address");
-        Broker { child, addr }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = listen_addr(&mut child, &log).expect("broker prints its MQTT address");
+        Broker { child, addr, log }
+    }
+
+    /// Waits (up to 30 s) for a log line containing every one of `parts`, and returns it.
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        for _ in 0..1500 {
+            if let Some(line) = self
+                .log_lines()
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!(
+            "no log line with {parts:?} in\n{}",
+            self.log_lines().join("\n")
+        );
+    }
+
+    /// Every line the process wrote so far (stdout and stderr).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     pub fn port(&self) -> String {
@@ -65,8 +113,9 @@ impl Drop for Broker {
     }
 }
 
-/// Reads the broker's log (stdout and stderr) until the line announcing the MQTT listener.
-fn listen_addr(child: &mut Child) -> Option<SocketAddr> {
+/// Keeps the broker's log (stdout and stderr) in `log` and returns the address of the line
+/// announcing the MQTT listener.
+fn listen_addr(child: &mut Child, log: &Arc<Mutex<Vec<String>>>) -> Option<SocketAddr> {
     let (tx, rx) = std::sync::mpsc::channel();
     let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
         Box::new(child.stdout.take()?),
@@ -74,9 +123,11 @@ fn listen_addr(child: &mut Child) -> Option<SocketAddr> {
     ];
     for s in streams {
         let tx = tx.clone();
+        let log = Arc::clone(log);
         #[allow(clippy::disallowed_methods)] // test harness, not broker code
         std::thread::spawn(move || {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening for MQTT on ").nth(1) {
                     let addr = rest
                         .split(|c: char| c == ',' || c.is_whitespace())
