@@ -21,8 +21,6 @@ pub async fn start<N: Net>(net: N, config: Config) -> Result<RunningNode, NodeEr
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::start;
     use crate::admin::ctl;
     use crate::config::Config;
@@ -92,6 +90,8 @@ mod tests {
     #[cfg(feature = "sim")]
     #[test]
     fn the_admin_endpoint_serves_on_a_turmoil_host() {
+        use std::time::Duration;
+
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
         use crate::net::SimWorld;

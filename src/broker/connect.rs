@@ -373,8 +373,8 @@ impl Broker {
     /// Publishes a will as if its client had sent it.
     pub(super) fn publish_will(&mut self, will: LastWill, now: Duration) {
         let msg = Arc::new(Message::from_will(will, now));
-        self.store_retained(&msg);
-        self.queue_forward(&msg);
+        let version = self.store_retained(&msg, now);
+        self.queue_forward(&msg, version);
         self.route(msg, None, now);
     }
 

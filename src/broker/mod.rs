@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 mod connect;
 mod inflight;
 mod publish;
+mod retained;
 mod session;
 mod subscribe;
 mod timers;
@@ -31,8 +32,9 @@ mod timers;
 mod tests;
 
 use crate::codec::{DecodeError, Packet, Protocol, Publish, PublishProperties, QoS, ReasonCode};
-use crate::topic::{self, RetainedStore, TopicTrie};
+use crate::topic::{self, TopicTrie};
 use inflight::OutState;
+pub use retained::{DIGEST_BUCKETS, RetainVersion, RetainedDigest, RetainedRecord, TOMBSTONE_TTL};
 use session::{Message, Outbox, SessionKey, Sessions, SubOptions};
 use timers::Timer;
 
@@ -164,9 +166,14 @@ pub enum RouteChange {
 
 /// A publish from a local client (or a will) that the cluster may forward to other nodes.
 #[derive(Debug, Clone)]
-pub struct LocalPublish(Arc<Message>);
+pub struct LocalPublish(Arc<Message>, Option<RetainVersion>);
 
 impl LocalPublish {
+    /// The version its retained value got here (a retained publish only).
+    pub fn retain_version(&self) -> Option<RetainVersion> {
+        self.1
+    }
+
     pub fn topic(&self) -> &str {
         &self.0.topic
     }
@@ -222,7 +229,7 @@ pub struct Broker {
     shared: TopicTrie<(ByteString, SessionKey), SubOptions>,
     /// Round-robin position per shared group: inner filter -> group -> last chosen member.
     shared_cursors: BTreeMap<ByteString, BTreeMap<ByteString, SessionKey>>,
-    retained: RetainedStore<Arc<Message>>,
+    retained: retained::Retained,
     timers: BTreeSet<(Duration, Timer)>,
     out: Outbox,
     /// Reused by every publish so fan-out does not allocate per message.
@@ -266,7 +273,7 @@ impl Broker {
             subscriptions: TopicTrie::new(),
             shared: TopicTrie::new(),
             shared_cursors: BTreeMap::new(),
-            retained: RetainedStore::new(),
+            retained: retained::Retained::default(),
             timers: BTreeSet::new(),
             out: Outbox::default(),
             scratch: Vec::new(),
@@ -280,10 +287,38 @@ impl Broker {
     }
 
     /// Makes this broker part of a cluster: from now on it queues route changes
-    /// (`poll_route_change`) and local publishes (`poll_forward`), and a publish without a local
-    /// subscriber is not counted as dropped (it may have remote ones).
-    pub fn enable_cluster(&mut self) {
+    /// (`poll_route_change`) and local publishes (`poll_forward`), a publish without a local
+    /// subscriber is not counted as dropped (it may have remote ones), and retained values are
+    /// versioned with `origin` (this node's id) and a clock reading `epoch_ms` at `now` = 0, clears
+    /// leaving tombstones (see `retained`).
+    pub fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
         self.clustered = true;
+        self.retained.enable_cluster(origin, epoch_ms);
+    }
+
+    /// The digest of the retained set, for a peer to compare with its own (on link up).
+    pub fn retained_digest(&mut self, now: Duration) -> RetainedDigest {
+        self.retained.digest(now)
+    }
+
+    /// The retained values (and clears) of the digest buckets where a peer's `digest` differs
+    /// from ours: what it needs to converge with us.
+    pub fn retained_records(
+        &mut self,
+        digest: &RetainedDigest,
+        now: Duration,
+    ) -> Vec<RetainedRecord> {
+        self.retained.records(digest, now)
+    }
+
+    /// Merges a peer's retained values, keeping the newer version of each topic; returns how
+    /// many replaced ours. Nothing is delivered: subscribers see them when they subscribe.
+    pub fn merge_retained(&mut self, records: Vec<RetainedRecord>, now: Duration) -> usize {
+        if !self.config.retain_available {
+            return 0;
+        }
+        self.retained
+            .merge(records, self.config.max_topic_levels, now)
     }
 
     /// The next route change for the cluster core, in order.
@@ -297,10 +332,16 @@ impl Broker {
     }
 
     /// Delivers a publish forwarded by another node to the local subscribers (and, when it is
-    /// retained, stores it). It is never forwarded again. Its expiry is its Message Expiry
-    /// Interval property, counted from `now`. Returns the number of deliveries; a publish with an
-    /// invalid topic (never sent by a flockmq peer) is dropped, not repaired.
-    pub fn deliver_forwarded(&mut self, publish: Publish, now: Duration) -> usize {
+    /// retained, stores it if its `version` is newer than ours). It is never forwarded again. Its
+    /// expiry is its Message Expiry Interval property, counted from `now`. Returns the number of
+    /// deliveries; a publish with an invalid topic (never sent by a flockmq peer) is dropped, not
+    /// repaired.
+    pub fn deliver_forwarded(
+        &mut self,
+        publish: Publish,
+        version: Option<RetainVersion>,
+        now: Duration,
+    ) -> usize {
         if publish.topic.is_empty()
             || !topic::valid_topic_name(&publish.topic, self.config.max_topic_levels)
         {
@@ -308,7 +349,17 @@ impl Broker {
             return 0;
         }
         let msg = Arc::new(Message::from_publish(publish, now));
-        self.store_retained(&msg);
+        if msg.retain && self.config.retain_available {
+            match version {
+                Some(version) => {
+                    self.retained.store_remote(&msg, version, now);
+                }
+                // A peer without versions: its value is as new as our clock says.
+                None => {
+                    self.retained.store_local(&msg, now);
+                }
+            }
+        }
         self.route(msg, None, now)
     }
 
@@ -318,9 +369,10 @@ impl Broker {
     }
 
     /// Hands a local publish to the cluster (when clustered).
-    fn queue_forward(&mut self, msg: &Arc<Message>) {
+    fn queue_forward(&mut self, msg: &Arc<Message>, version: Option<RetainVersion>) {
         if self.clustered {
-            self.forwards.push_back(LocalPublish(Arc::clone(msg)));
+            self.forwards
+                .push_back(LocalPublish(Arc::clone(msg), version));
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 
+use super::RetainVersion;
 use super::session::{Delivery, Message, SessionKey, SubOptions};
 use super::{Broker, ConnId};
 use crate::codec::{Ack, Packet, Publish, QoS, ReasonCode};
@@ -64,8 +65,8 @@ impl Broker {
         }
         let qos = p.qos;
         let msg = Arc::new(Message::from_publish(p, now));
-        self.store_retained(&msg);
-        self.queue_forward(&msg);
+        let version = self.store_retained(&msg, now);
+        self.queue_forward(&msg, version);
         let matched = self.route(msg, Some(key), now);
         let mut ack = Ack::new(packet_id);
         // A clustered node cannot tell whether another node has subscribers: no 0x10 then.
@@ -146,16 +147,14 @@ impl Broker {
         self.send(conn, Packet::PubComp(comp));
     }
 
-    /// Stores or clears the retained message of a publish with the retain flag.
-    pub(super) fn store_retained(&mut self, msg: &Arc<Message>) {
-        if !msg.retain || !self.config.retain_available {
-            return;
-        }
-        if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
-        } else {
-            self.retained.insert(&msg.topic, Arc::clone(msg));
-        }
+    /// Stores or clears the retained message of a local publish with the retain flag; returns
+    /// the version it got.
+    pub(super) fn store_retained(
+        &mut self,
+        msg: &Arc<Message>,
+        now: Duration,
+    ) -> Option<RetainVersion> {
+        (msg.retain && self.config.retain_available).then(|| self.retained.store_local(msg, now))
     }
 
     /// Delivers `msg` to every matching session; returns how many deliveries it made (before

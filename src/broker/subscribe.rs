@@ -145,13 +145,8 @@ impl Broker {
         now: Duration,
         into: &mut Vec<(Arc<Message>, SubOptions)>,
     ) {
-        self.retained.retain_matching(filter, |_, msg| {
-            if msg.expired(now) {
-                return false;
-            }
-            into.push((Arc::clone(msg), opts));
-            true
-        });
+        self.retained
+            .collect(filter, now, |msg| into.push((Arc::clone(msg), opts)));
     }
 
     pub(super) fn handle_unsubscribe(&mut self, conn: ConnId, key: SessionKey, unsub: Unsubscribe) {

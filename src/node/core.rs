@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::broker::{
-    Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss, LocalPublish, RouteChange,
+    Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss, LocalPublish, RetainVersion,
+    RouteChange,
 };
 use crate::codec::{self, DecodeError, Decoder, Packet, Protocol, Publish};
 
@@ -29,14 +30,20 @@ pub(crate) trait Core: Send + 'static {
     fn metrics(&self) -> BrokerMetrics;
     fn clients(&self) -> Vec<ClientInfo>;
     /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
-    fn enable_cluster(&mut self) {}
+    fn enable_cluster(&mut self, _origin: u64, _epoch_ms: u64) {}
     fn poll_route_change(&mut self) -> Option<RouteChange> {
         None
     }
     fn poll_forward(&mut self) -> Option<LocalPublish> {
         None
     }
-    fn deliver_forwarded(&mut self, _publish: Publish, _now: Duration) {}
+    fn deliver_forwarded(
+        &mut self,
+        _publish: Publish,
+        _version: Option<RetainVersion>,
+        _now: Duration,
+    ) {
+    }
     /// Output pacing (`Action::NotifyDrained`); fakes that never pause keep the defaults.
     fn connection_drained(&mut self, _conn: ConnId, _now: Duration) {}
     fn set_congested(&mut self, _congested: bool) {}
@@ -76,8 +83,8 @@ impl Core for Broker {
     fn clients(&self) -> Vec<ClientInfo> {
         Broker::clients(self)
     }
-    fn enable_cluster(&mut self) {
-        Broker::enable_cluster(self);
+    fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
+        Broker::enable_cluster(self, origin, epoch_ms);
     }
     fn poll_route_change(&mut self) -> Option<RouteChange> {
         Broker::poll_route_change(self)
@@ -85,8 +92,13 @@ impl Core for Broker {
     fn poll_forward(&mut self) -> Option<LocalPublish> {
         Broker::poll_forward(self)
     }
-    fn deliver_forwarded(&mut self, publish: Publish, now: Duration) {
-        Broker::deliver_forwarded(self, publish, now);
+    fn deliver_forwarded(
+        &mut self,
+        publish: Publish,
+        version: Option<RetainVersion>,
+        now: Duration,
+    ) {
+        Broker::deliver_forwarded(self, publish, version, now);
     }
     fn connection_drained(&mut self, conn: ConnId, now: Duration) {
         Broker::connection_drained(self, conn, now);

@@ -493,7 +493,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 }
                 ClusterAction::Deliver(forwarded) => {
                     match super::forward::into_publish(forwarded) {
-                        Some(publish) => self.core.deliver_forwarded(publish, now),
+                        Some(publish) => self.core.deliver_forwarded(publish, None, now),
                         None => tracing::debug!("dropping a forwarded publish with a bad QoS"),
                     }
                 }

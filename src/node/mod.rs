@@ -402,7 +402,12 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
                 .accept_loop(listener, stop_rx.clone())
                 .instrument(node_span.clone()),
         );
-        core.enable_cluster();
+        // Retained versions: this node's id, and a clock reading the start time (the
+        // incarnation, ms) at `now` = 0.
+        core.enable_cluster(
+            crate::fnv::fnv1a(config.node.name.as_str().as_bytes()),
+            incarnation,
+        );
         let mut side = ClusterSide::new(cluster, ctx);
         let (file_tx, file_rx) = watch::channel(String::new());
         tokio::spawn(

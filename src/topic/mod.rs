@@ -547,6 +547,14 @@ impl<M> RetainedStore<M> {
         self.len -= removed;
     }
 
+    /// Offers every retained message, `$` topics included, in topic order; those `visit`
+    /// returns false for are removed.
+    pub fn retain_all(&mut self, mut visit: impl FnMut(&str, &M) -> bool) {
+        let mut removed = 0;
+        self.root.offer_subtree(&mut visit, &mut removed);
+        self.len -= removed;
+    }
+
     /// Calls `visit(topic, message)` for every retained message, `$` topics included, in topic
     /// order (for cluster-wide retained sync and admin listings).
     pub fn for_each(&self, mut visit: impl FnMut(&str, &M)) {

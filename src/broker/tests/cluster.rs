@@ -7,7 +7,7 @@ use crate::broker::RouteChange;
 
 fn clustered() -> Harness {
     let mut h = Harness::new();
-    h.broker.enable_cluster();
+    h.broker.enable_cluster(1, 0);
     h
 }
 
@@ -121,7 +121,8 @@ fn a_forwarded_publish_reaches_local_subscribers_once_and_is_not_forwarded_again
     h.subscribe_with(s, &[("t/+", opts(QoS::AtLeastOnce))], Some(1));
     h.subscribe_with(s, &[("t/#", opts(QoS::AtLeastOnce))], Some(2));
     assert_eq!(
-        h.broker.deliver_forwarded(forwarded("t/a", false), h.now),
+        h.broker
+            .deliver_forwarded(forwarded("t/a", false), None, h.now),
         1
     );
     h.collect();
@@ -139,7 +140,8 @@ fn a_forwarded_publish_reaches_local_subscribers_once_and_is_not_forwarded_again
 #[test]
 fn a_forwarded_retained_publish_is_stored() {
     let mut h = clustered();
-    h.broker.deliver_forwarded(forwarded("r/1", true), h.now);
+    h.broker
+        .deliver_forwarded(forwarded("r/1", true), None, h.now);
     let s = h.connect("s");
     h.subscribe(s, "r/#", QoS::AtLeastOnce);
     let got = h.publishes(s);
@@ -153,10 +155,15 @@ fn a_malformed_forwarded_publish_is_dropped() {
     let s = h.connect("s");
     h.subscribe(s, "#", QoS::AtLeastOnce);
     assert_eq!(
-        h.broker.deliver_forwarded(forwarded("t/+", false), h.now),
+        h.broker
+            .deliver_forwarded(forwarded("t/+", false), None, h.now),
         0
     );
-    assert_eq!(h.broker.deliver_forwarded(forwarded("", false), h.now), 0);
+    assert_eq!(
+        h.broker
+            .deliver_forwarded(forwarded("", false), None, h.now),
+        0
+    );
     h.collect();
     assert!(h.publishes(s).is_empty());
 }

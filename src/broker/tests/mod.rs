@@ -6,6 +6,7 @@ mod connect;
 mod pacing;
 mod qos;
 mod retained;
+mod retained_sync;
 mod sessions;
 mod subscriptions;
 mod wills;
