@@ -240,6 +240,13 @@ pub struct Broker {
     /// Set by a clustered node: route changes and local publishes are queued for the cluster.
     clustered: bool,
     route_changes: std::collections::VecDeque<RouteChange>,
+    /// Route changes queued since start (the cluster numbers them the same way).
+    route_seq: u64,
+    /// The highest route change the cluster confirmed as known to every linked node.
+    routes_confirmed: u64,
+    /// Hold each SUBACK until the route changes before it are confirmed (`routes_confirmed`).
+    hold_subacks: bool,
+    held_subacks: std::collections::VecDeque<subscribe::HeldSubAck>,
     forwards: std::collections::VecDeque<LocalPublish>,
     /// Set by `shutdown`: connections are closed as soon as their session has nothing left
     /// to deliver (queue empty, every message acknowledged), new ones at once.
@@ -281,6 +288,10 @@ impl Broker {
             epoch: 0,
             clustered: false,
             route_changes: std::collections::VecDeque::new(),
+            route_seq: 0,
+            routes_confirmed: 0,
+            hold_subacks: false,
+            held_subacks: std::collections::VecDeque::new(),
             forwards: std::collections::VecDeque::new(),
             shutting_down: false,
         }
@@ -294,6 +305,14 @@ impl Broker {
     pub fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
         self.clustered = true;
         self.retained.enable_cluster(origin, epoch_ms);
+    }
+
+    /// From now on a SUBACK waits until the cluster confirms (`routes_confirmed`) that every
+    /// linked node knows the route changes queued up to it, so that a publish accepted anywhere
+    /// in the cluster after the SUBACK reaches the new subscription. Route changes are numbered
+    /// from 1 in the order `poll_route_change` returns them.
+    pub fn hold_subacks_for_routes(&mut self) {
+        self.hold_subacks = true;
     }
 
     /// The digest of the retained set, for a peer to compare with its own (on link up).

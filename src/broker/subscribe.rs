@@ -16,6 +16,18 @@ use crate::codec::{
 };
 use crate::topic::{SubscriptionFilter, parse_subscription_filter, valid_topic_filter};
 
+/// A SUBACK waiting until the cluster has confirmed the route changes before it (`seq`).
+#[derive(Debug)]
+pub(super) struct HeldSubAck {
+    /// The number of route changes queued when the SUBSCRIBE was handled.
+    seq: u64,
+    conn: ConnId,
+    key: SessionKey,
+    ack: SubAck,
+    /// The filters whose retained messages follow the SUBACK, with their options.
+    retained: Vec<(ByteString, SubOptions)>,
+}
+
 impl Broker {
     pub(super) fn handle_subscribe(
         &mut self,
@@ -50,7 +62,7 @@ impl Broker {
         };
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
-        let mut retained: Vec<(Arc<Message>, SubOptions)> = Vec::new();
+        let mut retained: Vec<(ByteString, SubOptions)> = Vec::new();
         for (filter, o) in &sub.filters {
             let opts = SubOptions {
                 qos: o.qos.min(self.config.max_qos),
@@ -81,7 +93,7 @@ impl Broker {
                         RetainHandling::DoNotSend => false,
                     };
                     if wants_retained {
-                        self.collect_retained(f, opts, now, &mut retained);
+                        retained.push((ByteString::from(f), opts));
                     }
                 }
                 Some(SubscriptionFilter::Shared { group, filter: f }) => {
@@ -103,7 +115,55 @@ impl Broker {
             properties: AckProperties::default(),
             reason_codes: codes,
         };
+        let held = HeldSubAck {
+            seq: self.route_seq,
+            conn,
+            key,
+            ack,
+            retained,
+        };
+        if self.hold_subacks && self.route_seq > self.routes_confirmed {
+            self.held_subacks.push_back(held);
+        } else {
+            self.release_suback(held, now);
+        }
+    }
+
+    /// The cluster confirmed every route change up to `seq` (every linked node has it): the
+    /// SUBACKs held for them go out, each followed by its retained messages.
+    pub fn routes_confirmed(&mut self, seq: u64, now: Duration) {
+        self.routes_confirmed = self.routes_confirmed.max(seq);
+        while self
+            .held_subacks
+            .front()
+            .is_some_and(|h| h.seq <= self.routes_confirmed)
+        {
+            if let Some(held) = self.held_subacks.pop_front() {
+                let attached = self
+                    .connections
+                    .get(&held.conn)
+                    .is_some_and(|c| c.session == Some(held.key));
+                if attached {
+                    self.release_suback(held, now);
+                }
+            }
+        }
+    }
+
+    /// Sends a SUBACK, then the retained messages of its filters that asked for them.
+    fn release_suback(&mut self, held: HeldSubAck, now: Duration) {
+        let HeldSubAck {
+            conn,
+            key,
+            ack,
+            retained: filters,
+            ..
+        } = held;
         self.send(conn, Packet::SubAck(ack));
+        let mut retained: Vec<(Arc<Message>, SubOptions)> = Vec::new();
+        for (filter, opts) in filters {
+            self.collect_retained(&filter, opts, now, &mut retained);
+        }
         // Retained messages wait outside the session's queue bound, up to one store's worth.
         let limit = self.config.max_queued_messages.max(self.retained.len());
         for (msg, opts) in retained {
@@ -124,6 +184,7 @@ impl Broker {
     /// Called before a subscription for `filter` is stored: the first one is a new route.
     fn note_route_added(&mut self, filter: &str) {
         if self.clustered && !self.has_route(filter) {
+            self.route_seq += 1;
             self.route_changes
                 .push_back(super::RouteChange::Added(ByteString::from(filter)));
         }
@@ -132,6 +193,7 @@ impl Broker {
     /// Called after a subscription for `filter` was removed: if it was the last, the route goes.
     pub(super) fn note_route_removed(&mut self, filter: &str) {
         if self.clustered && !self.has_route(filter) {
+            self.route_seq += 1;
             self.route_changes
                 .push_back(super::RouteChange::Removed(ByteString::from(filter)));
         }

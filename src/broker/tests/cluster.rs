@@ -167,3 +167,101 @@ fn a_malformed_forwarded_publish_is_dropped() {
     h.collect();
     assert!(h.publishes(s).is_empty());
 }
+
+/// A clustered broker that holds SUBACKs until the cluster confirms its route changes.
+fn holding() -> Harness {
+    let mut h = clustered();
+    h.broker.hold_subacks_for_routes();
+    h
+}
+
+fn send_subscribe(h: &mut Harness, conn: ConnId, filter: &str, packet_id: u16) {
+    let sub = Subscribe {
+        packet_id,
+        properties: SubscribeProperties::default(),
+        filters: vec![(ByteString::from(filter), opts(QoS::AtLeastOnce))],
+    };
+    h.send(conn, Packet::Subscribe(sub));
+}
+
+/// The packet ids of the SUBACKs among `packets`, and the payloads of the PUBLISHes, in order.
+fn subacks_and_payloads(packets: &[Packet]) -> (Vec<u16>, Vec<Vec<u8>>) {
+    let mut acks = Vec::new();
+    let mut payloads = Vec::new();
+    for p in packets {
+        match p {
+            Packet::SubAck(a) => acks.push(a.packet_id),
+            Packet::Publish(p) => payloads.push(p.payload.to_vec()),
+            _ => {}
+        }
+    }
+    (acks, payloads)
+}
+
+#[test]
+fn a_suback_for_a_new_route_waits_until_the_cluster_confirms_it() {
+    let mut h = holding();
+    let s = h.connect("s");
+    send_subscribe(&mut h, s, "t/#", 1);
+    assert_eq!(changes(&mut h), vec![added("t/#")]);
+    assert!(subacks_and_payloads(&h.take(s)).0.is_empty(), "held");
+    h.broker.routes_confirmed(1, h.now);
+    h.collect();
+    assert_eq!(subacks_and_payloads(&h.take(s)).0, [1]);
+}
+
+#[test]
+fn a_suback_also_waits_for_an_unconfirmed_route_it_shares_and_subacks_keep_their_order() {
+    let mut h = holding();
+    let (a, b) = (h.connect("a"), h.connect("b"));
+    send_subscribe(&mut h, a, "t/#", 1);
+    send_subscribe(&mut h, b, "t/#", 2); // no new route, but the route is not confirmed yet
+    send_subscribe(&mut h, a, "u", 3);
+    assert_eq!(changes(&mut h), vec![added("t/#"), added("u")]);
+    assert!(subacks_and_payloads(&h.take(b)).0.is_empty());
+    h.broker.routes_confirmed(1, h.now);
+    h.collect();
+    assert_eq!(subacks_and_payloads(&h.take(a)).0, [1]);
+    assert_eq!(subacks_and_payloads(&h.take(b)).0, [2]);
+    h.broker.routes_confirmed(2, h.now);
+    h.collect();
+    assert_eq!(subacks_and_payloads(&h.take(a)).0, [3]);
+    // Nothing pending: the next SUBACK is immediate.
+    send_subscribe(&mut h, b, "u", 4);
+    assert_eq!(subacks_and_payloads(&h.take(b)).0, [4]);
+}
+
+#[test]
+fn retained_messages_follow_a_held_suback_with_the_newest_value() {
+    let mut h = holding();
+    let p = h.connect("p");
+    let mut retained = publish("r", QoS::AtMostOnce, None, b"old");
+    retained.retain = true;
+    h.send(p, Packet::Publish(retained.clone()));
+    let s = h.connect("s");
+    send_subscribe(&mut h, s, "r", 1);
+    retained.payload = bytes::Bytes::from_static(b"new");
+    h.send(p, Packet::Publish(retained));
+    // The live subscription already got the new value; the SUBACK is still held.
+    assert_eq!(
+        subacks_and_payloads(&h.take(s)),
+        (vec![], vec![b"new".to_vec()])
+    );
+    h.broker.routes_confirmed(1, h.now);
+    h.collect();
+    assert_eq!(
+        subacks_and_payloads(&h.take(s)),
+        (vec![1], vec![b"new".to_vec()])
+    );
+}
+
+#[test]
+fn a_held_suback_of_a_closed_connection_is_dropped() {
+    let mut h = holding();
+    let s = h.connect("s");
+    send_subscribe(&mut h, s, "t", 1);
+    h.lose(s, ConnectionLoss::Io);
+    h.broker.routes_confirmed(5, h.now);
+    h.collect();
+    assert!(subacks_and_payloads(&h.take(s)).0.is_empty());
+}
