@@ -514,6 +514,7 @@ impl Client {
         Packet::Publish(Publish {
             dup,
             qos: o.qos,
+            retain: self.wl.retain,
             topic: o.topic.clone(),
             packet_id: Some(pid),
             payload: Bytes::from(o.msg.payload()),
@@ -559,6 +560,7 @@ impl Client {
         if qos == QoS::AtMostOnce {
             let packet = Packet::Publish(Publish {
                 topic: o.topic,
+                retain: self.wl.retain,
                 payload: Bytes::from(msg.payload()),
                 ..Publish::default()
             });

@@ -195,8 +195,11 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
         let mine: Vec<u32> = (0..shared.roster.len() as u32)
             .filter(|&i| shared.roster[i as usize].host == client_host)
             .collect();
-        let monitor =
-            (host == &nodes[0]).then(|| (registry.clone(), nodes.len() as u32, scenario.clustered));
+        let what = Sampled {
+            clustered: scenario.clustered,
+            retained: scenario.workloads.iter().any(|w| w.retain),
+        };
+        let monitor = (host == &nodes[0]).then(|| (registry.clone(), nodes.len() as u32, what));
         // Only scenarios with join/leave run the admin task, so other traces stay as they were.
         let admin = (host == &nodes[0] && has_admin).then(|| (registry.clone(), commands.clone()));
         let shared = shared.clone();
@@ -204,8 +207,8 @@ pub fn simulate(scenario: &Scenario, seed: u64, options: RunOptions) -> Recorded
             for idx in mine {
                 tokio::task::spawn_local(client::run(shared.clone(), idx));
             }
-            if let Some((registry, count, clustered)) = monitor {
-                tokio::task::spawn_local(monitor_nodes(shared.clone(), registry, count, clustered));
+            if let Some((registry, count, what)) = monitor {
+                tokio::task::spawn_local(monitor_nodes(shared.clone(), registry, count, what));
             }
             if let Some((registry, commands)) = admin {
                 tokio::task::spawn_local(admin_commands(shared.clone(), registry, commands));
@@ -383,12 +386,22 @@ async fn admin_commands(
     }
 }
 
-/// Samples every node every `SAMPLE_EVERY`, in node order (with its cluster view when clustered).
+/// What a node sample reads besides clients and metrics (only what the scenario needs, so the
+/// traces of other scenarios stay as they were).
+#[derive(Debug, Clone, Copy)]
+struct Sampled {
+    /// The cluster view (members, routes).
+    clustered: bool,
+    /// The retained-set digest.
+    retained: bool,
+}
+
+/// Samples every node every `SAMPLE_EVERY`, in node order.
 async fn monitor_nodes(
     shared: Rc<Shared>,
     registry: Rc<RefCell<BTreeMap<String, NodeSlot>>>,
     count: u32,
-    clustered: bool,
+    what: Sampled,
 ) {
     let mut next = SAMPLE_EVERY;
     loop {
@@ -400,7 +413,7 @@ async fn monitor_nodes(
                 .get(&format!("n{node}"))
                 .and_then(|s| s.handle.clone());
             let sample = match handle {
-                Some(h) => sample(&h, clustered).await,
+                Some(h) => sample(&h, what).await,
                 None => None,
             };
             shared
@@ -412,7 +425,7 @@ async fn monitor_nodes(
     }
 }
 
-async fn sample(handle: &NodeHandle, clustered: bool) -> Option<NodeSample> {
+async fn sample(handle: &NodeHandle, what: Sampled) -> Option<NodeSample> {
     let clients = tokio::time::timeout(SAMPLE_PATIENCE, handle.clients())
         .await
         .ok()?
@@ -421,7 +434,20 @@ async fn sample(handle: &NodeHandle, clustered: bool) -> Option<NodeSample> {
         .await
         .ok()?
         .ok()?;
-    let cluster = if clustered {
+    let retained = if what.retained {
+        let digest = tokio::time::timeout(SAMPLE_PATIENCE, handle.retained_digest())
+            .await
+            .ok()?
+            .ok()?;
+        let mut hash = flockmq::fnv::Fnv64::new();
+        for bucket in digest {
+            hash.write_bytes(&bucket.to_be_bytes());
+        }
+        Some(hash.finish())
+    } else {
+        None
+    };
+    let cluster = if what.clustered {
         let status = tokio::time::timeout(SAMPLE_PATIENCE, handle.cluster_status())
             .await
             .ok()?
@@ -451,6 +477,7 @@ async fn sample(handle: &NodeHandle, clustered: bool) -> Option<NodeSample> {
         messages_out: b.messages_out.iter().sum(),
         messages_dropped: b.messages_dropped.iter().sum(),
         cluster,
+        retained,
     })
 }
 

@@ -154,6 +154,8 @@ pub struct NodeSample {
     pub messages_dropped: u64,
     /// The node's cluster view; `None` unless the scenario is clustered.
     pub cluster: Option<ClusterView>,
+    /// A hash of the node's retained-set digest; `None` unless a workload retains.
+    pub retained: Option<u64>,
 }
 
 /// What a node says about its cluster (`NodeHandle::cluster_status` and `routes`).
@@ -310,15 +312,18 @@ impl History {
                     s.messages_out,
                     s.messages_dropped
                 )?;
-                match &s.cluster {
-                    None => Ok(()),
-                    Some(c) => write!(
+                if let Some(c) = &s.cluster {
+                    write!(
                         out,
                         " running={:?} stopped={:?} routes={}",
                         c.running,
                         c.stopped,
                         c.routes.len()
-                    ),
+                    )?;
+                }
+                match s.retained {
+                    Some(digest) => write!(out, " retained={digest:016x}"),
+                    None => Ok(()),
                 }
             }
         }

@@ -112,6 +112,8 @@ struct WorkloadFile {
     #[serde(default)]
     receive_maximum: Option<u16>,
     #[serde(default)]
+    retain: bool,
+    #[serde(default)]
     start: Option<String>,
     #[serde(default)]
     stop: Option<String>,
@@ -281,6 +283,8 @@ pub struct Workload {
     pub keep_alive: Duration,
     /// Receive Maximum the clients announce (MQTT 5), limiting QoS>0 messages in flight to them.
     pub receive_maximum: Option<u16>,
+    /// Publishers set the retain flag (the nodes' retained sets are then checked to converge).
+    pub retain: bool,
     /// When clients connect.
     pub start: Duration,
     /// When publishers stop publishing.
@@ -781,6 +785,7 @@ fn workload(
         reconnect,
         keep_alive,
         receive_maximum: w.receive_maximum,
+        retain: w.retain,
         start,
         stop,
     })

@@ -25,7 +25,7 @@ use bytestring::ByteString;
 
 use super::session::Message;
 use crate::codec::{Publish, QoS};
-use crate::fnv::fnv1a;
+use crate::fnv::{Fnv64, fnv1a};
 use crate::topic::RetainedStore;
 
 /// How long a clear is remembered (as a tombstone) so that it wins over older values held by
@@ -287,11 +287,11 @@ fn bucket(topic: &str) -> usize {
 }
 
 fn entry_hash(topic: &str, version: RetainVersion) -> u64 {
-    let mut bytes = Vec::with_capacity(topic.len() + 16);
-    bytes.extend_from_slice(topic.as_bytes());
-    bytes.extend_from_slice(&version.hlc.to_be_bytes());
-    bytes.extend_from_slice(&version.origin.to_be_bytes());
-    fnv1a(&bytes)
+    let mut hash = Fnv64::new();
+    hash.write_bytes(topic.as_bytes());
+    hash.write_bytes(&version.hlc.to_be_bytes());
+    hash.write_bytes(&version.origin.to_be_bytes());
+    hash.finish()
 }
 
 fn record(topic: &str, e: &Entry, now: Duration) -> RetainedRecord {

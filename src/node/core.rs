@@ -29,6 +29,10 @@ pub(crate) trait Core: Send + 'static {
     fn finish_shutdown(&mut self, _now: Duration) {}
     fn metrics(&self) -> BrokerMetrics;
     fn clients(&self) -> Vec<ClientInfo>;
+    /// The retained set's digest buckets (empty for a core without retained messages).
+    fn retained_digest(&mut self, _now: Duration) -> Vec<u64> {
+        Vec::new()
+    }
     /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
     fn enable_cluster(&mut self, _origin: u64, _epoch_ms: u64) {}
     fn poll_route_change(&mut self) -> Option<RouteChange> {
@@ -82,6 +86,9 @@ impl Core for Broker {
     }
     fn clients(&self) -> Vec<ClientInfo> {
         Broker::clients(self)
+    }
+    fn retained_digest(&mut self, now: Duration) -> Vec<u64> {
+        Broker::retained_digest(self, now).0
     }
     fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
         Broker::enable_cluster(self, origin, epoch_ms);

@@ -61,6 +61,8 @@ pub(crate) enum Event {
     Metrics(oneshot::Sender<NodeMetrics>),
     /// The session list for `ctl clients list`.
     Clients(oneshot::Sender<Vec<ClientInfo>>),
+    /// The digest of the retained set (the simulator's convergence check).
+    RetainedDigest(oneshot::Sender<Vec<u64>>),
     /// Graceful shutdown; answered once every connection has been told to close.
     Shutdown(oneshot::Sender<()>),
     /// An inter-node link exists (accepted, or dialled to `dialed`); `outbox` reaches its writer.
@@ -352,6 +354,9 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
             }
             Event::Clients(reply) => {
                 let _ = reply.send(self.core.clients());
+            }
+            Event::RetainedDigest(reply) => {
+                let _ = reply.send(self.core.retained_digest(now));
             }
             Event::Shutdown(reply) => {
                 self.core.shutdown(now);

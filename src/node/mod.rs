@@ -142,6 +142,12 @@ impl NodeHandle {
         self.ask(Event::Clients).await
     }
 
+    /// The digest of the retained set, one value per bucket: equal on two nodes when they hold
+    /// the same retained values and clears (the simulator's convergence check).
+    pub async fn retained_digest(&self) -> Result<Vec<u64>, NodeError> {
+        self.ask(Event::RetainedDigest).await
+    }
+
     /// Running and stopped members, each list sorted (`ctl cluster status`, convergence checks).
     pub async fn cluster_status(&self) -> Result<ClusterStatus, NodeError> {
         self.ask(Event::ClusterStatus).await

@@ -249,6 +249,16 @@ fn cluster_problems(ctx: &Ctx<'_>, round: &[Option<&NodeSample>]) -> Vec<Problem
         .collect();
     let local = live_filters(ctx, round);
     let mut out = Vec::new();
+    // Retained sets: every member that answered holds the same one.
+    let retained: Vec<(u32, u64)> = round
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| members.contains(&(i + 1)))
+        .filter_map(|(i, s)| Some((i as u32 + 1, (*s)?.retained?)))
+        .collect();
+    if retained.windows(2).any(|w| w[0].1 != w[1].1) {
+        out.push(Problem::RetainedDiffers(retained));
+    }
     for (i, s) in round.iter().enumerate() {
         let Some(view) = s.and_then(|s| s.cluster.as_ref()) else {
             continue;

@@ -188,6 +188,8 @@ pub enum Problem {
         expected: BTreeMap<String, Vec<String>>,
     },
     UnknownClients(Vec<String>),
+    /// Members hold different retained sets: (node, digest hash) of each member.
+    RetainedDiffers(Vec<(u32, u64)>),
 }
 
 impl fmt::Display for Problem {
@@ -195,6 +197,13 @@ impl fmt::Display for Problem {
         match self {
             Problem::Sampled { sampled, nodes } => write!(f, "{sampled} of {nodes} nodes sampled"),
             Problem::NotAnswering { node } => write!(f, "n{node} not answering"),
+            Problem::RetainedDiffers(digests) => {
+                write!(f, "retained sets differ:")?;
+                for (node, digest) in digests {
+                    write!(f, " n{node}={digest:016x}")?;
+                }
+                Ok(())
+            }
             Problem::NotConnected(ids) => write!(f, "not connected: {}", ids.join(",")),
             Problem::LiveTwice(ids) => write!(
                 f,
