@@ -214,7 +214,7 @@ impl Broker {
     /// Disconnects the live connection of `key` because a new CONNECT claims its client id.
     /// The old will is dropped when the session continues; when it ends (clean start) the will
     /// stays and `end_session` publishes it.
-    fn take_over(&mut self, key: SessionKey, clean_start: bool) {
+    pub(super) fn take_over(&mut self, key: SessionKey, clean_start: bool) {
         let Some(session) = self.sessions.get_mut(key) else {
             return;
         };

@@ -71,6 +71,22 @@ impl Inflight {
         None
     }
 
+    /// Records a message in flight that came with a session from another node (its packet id
+    /// is kept; new ids continue after the highest).
+    pub fn push_imported(&mut self, entry: InflightEntry) {
+        self.next_id = entry
+            .packet_id
+            .checked_add(1)
+            .unwrap_or(1)
+            .max(self.next_id);
+        self.entries.push_back(entry);
+    }
+
+    /// All entries in first-send order.
+    pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
+        self.entries.iter()
+    }
+
     /// Records a message just sent.
     pub fn push(&mut self, entry: InflightEntry) {
         self.entries.push_back(entry);

@@ -21,6 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 mod connect;
+mod handoff;
 mod inflight;
 mod publish;
 mod retained;
@@ -33,6 +34,9 @@ mod tests;
 
 use crate::codec::{DecodeError, Packet, Protocol, Publish, PublishProperties, QoS, ReasonCode};
 use crate::topic::{self, TopicTrie};
+pub use handoff::{
+    ImportError, SessionSnapshot, SnapshotDelivery, SnapshotInflight, SnapshotSubscription,
+};
 use inflight::OutState;
 pub use retained::{DIGEST_BUCKETS, RetainVersion, RetainedDigest, RetainedRecord, TOMBSTONE_TTL};
 use session::{Message, Outbox, SessionKey, Sessions, SubOptions};

@@ -182,7 +182,7 @@ impl Broker {
     }
 
     /// Called before a subscription for `filter` is stored: the first one is a new route.
-    fn note_route_added(&mut self, filter: &str) {
+    pub(super) fn note_route_added(&mut self, filter: &str) {
         if self.clustered && !self.has_route(filter) {
             self.route_seq += 1;
             self.route_changes

@@ -3,6 +3,7 @@
 mod aliases;
 mod cluster;
 mod connect;
+mod handoff;
 mod pacing;
 mod qos;
 mod retained;
