@@ -10,13 +10,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use common::binary::{Broker, free_port};
 use common::{Raw, WAIT};
 use flockmq::cluster::wire::{self, LinkMessage, NONCE_LEN, PROTOCOL_VERSION};
 use flockmq::cluster::{MAX_PENDING_HANDSHAKES, PREAUTH_MAX_FRAME};
@@ -25,7 +23,6 @@ use flockmq::node::RunningNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_flockmq");
 const COOKIE: &str = "flood-test-cookie-5f1c9a";
 /// How often a waiting test looks again.
 const POLL: Duration = Duration::from_millis(50);
@@ -260,105 +257,37 @@ async fn pending_handshakes_beyond_the_cap_are_closed_at_once() {
     drop(pending);
 }
 
-/// The built binary on 127.0.0.1 with a free cluster port; stderr collected.
-struct Binary {
-    child: Child,
-    cluster: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+/// The built binary on 127.0.0.1 with a free cluster port, named and with the test's cookie;
+/// returns it and its cluster address.
+fn start_binary(extra: &[&str]) -> (Broker, SocketAddr) {
+    let port = free_port();
+    let mut sets = vec![
+        "node.name=flood@127.0.0.1".to_string(),
+        format!("node.cookie={COOKIE}"),
+        "admin.bind=off".to_string(),
+        format!("cluster.port={port}"),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let node = Broker::start(&sets);
+    (node, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-impl Binary {
-    fn start(extra: &[&str]) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let data_dir = common::unique_data_dir();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("start")
-            .args(["--set", "node.name=flood@127.0.0.1"])
-            .args(["--set", &format!("node.cookie={COOKIE}")])
-            .args(["--set", &format!("node.data_dir={data_dir}")])
-            .args(["--set", "listener.tcp.bind=127.0.0.1:0"])
-            .args(["--set", "admin.bind=off"])
-            .args(["--set", &format!("cluster.port={port}")])
-            .args(["--set", "log.level=info"]);
-        for kv in extra {
-            cmd.args(["--set", kv]);
-        }
-        let mut child = cmd
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("flockmq binary runs");
-        let mut stderr = child.stderr.take().unwrap();
-        let sink = Arc::new(Mutex::new(Vec::new()));
-        let collected = Arc::clone(&sink);
-        #[allow(clippy::disallowed_methods)] // test harness, not broker code
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 64 * 1024];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                collected.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        // The startup line means the listeners are bound.
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.contains("listening for MQTT"), "{line}");
-        Binary {
-            child,
-            cluster: SocketAddr::from(([127, 0, 0, 1], port)),
-            stderr: sink,
-            reader: Some(reader),
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// Kills the node and returns everything it wrote on stderr.
-    fn stop(mut self) -> Vec<u8> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        std::mem::take(&mut *self.stderr.lock().unwrap())
-    }
+/// The bytes of log lines the node wrote (newlines included).
+fn log_bytes(lines: &[String]) -> usize {
+    lines.iter().map(|l| l.len() + 1).sum()
 }
 
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn rss_kib(node: &Broker) -> u64 {
+    node.vm_kib("VmRSS").unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_pre_auth_connections_sending_most_of_a_1mb_frame_are_cut_early() {
     // A 10 s heartbeat makes the handshake timeout 30 s: only the pre-auth limit and the
     // handshake cap close connections within the test's patience.
-    let node = Binary::start(&["cluster.heartbeat=10s"]);
-    let before = node.rss_kib();
-    let addr = node.cluster;
+    let (node, addr) = start_binary(&["cluster.heartbeat=10s"]);
+    let before = rss_kib(&node);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..500 {
         tasks.spawn(async move {
@@ -375,7 +304,7 @@ async fn five_hundred_pre_auth_connections_sending_most_of_a_1mb_frame_are_cut_e
         done.expect("every connection is closed by the node within WAIT");
         closed += 1;
     }
-    let after = node.rss_kib();
+    let after = rss_kib(&node);
     println!(
         "RSS of the node: {before} KiB before, {after} KiB after {closed} pre-auth connections \
          each sending 999 KB of a 1 MB frame (+{} KiB)",
@@ -383,13 +312,12 @@ async fn five_hundred_pre_auth_connections_sending_most_of_a_1mb_frame_are_cut_e
     );
     assert_eq!(closed, 500);
     let logs = node.stop();
-    println!("{} bytes of log", logs.len());
+    println!("{} bytes of log", log_bytes(&logs));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hellos_with_huge_cluster_names_write_a_bounded_log() {
-    let node = Binary::start(&[]);
-    let addr = node.cluster;
+    let (node, addr) = start_binary(&[]);
     let huge = "c".repeat(1 << 20);
     let big = "d".repeat(3000); // fits the pre-auth limit: refused by name, logged truncated
     for i in 0..50u8 {
@@ -407,12 +335,12 @@ async fn hellos_with_huge_cluster_names_write_a_bounded_log() {
         }
     }
     let logs = node.stop();
-    let text = String::from_utf8_lossy(&logs);
+    let bytes = log_bytes(&logs);
+    let text = logs.join("\n");
     println!(
-        "100 bad Hellos (50 with a 1 MB cluster name, 50 with 3,000 chars) wrote {} bytes of log:\n{text}",
-        logs.len()
+        "100 bad Hellos (50 with a 1 MB cluster name, 50 with 3,000 chars) wrote {bytes} bytes of log:\n{text}"
     );
-    assert!(logs.len() < 100 * 1024, "{} bytes of log", logs.len());
+    assert!(bytes < 100 * 1024, "{bytes} bytes of log");
     assert!(
         !text.contains(&"d".repeat(65)),
         "a peer string was logged whole"

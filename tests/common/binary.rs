@@ -15,6 +15,7 @@ pub struct Broker {
     pub child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Broker {
@@ -57,8 +58,24 @@ impl Broker {
             .spawn()
             .expect("flockmq binary runs");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = listen_addr(&mut child, &log).expect("broker prints its MQTT address");
-        Broker { child, addr, log }
+        let (addr, readers) = listen_addr(&mut child, &log);
+        let addr = addr.expect("broker prints its MQTT address");
+        Broker {
+            child,
+            addr,
+            log,
+            readers,
+        }
+    }
+
+    /// Kills the process and returns everything it wrote (stdout and stderr lines).
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.log_lines()
     }
 
     /// Waits (up to 30 s) for a log line containing every one of `parts`, and returns it.
@@ -113,19 +130,34 @@ impl Drop for Broker {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (for a key that must be known before the node starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Keeps the broker's log (stdout and stderr) in `log` and returns the address of the line
 /// announcing the MQTT listener.
-fn listen_addr(child: &mut Child, log: &Arc<Mutex<Vec<String>>>) -> Option<SocketAddr> {
+fn listen_addr(
+    child: &mut Child,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Option<SocketAddr>, Vec<std::thread::JoinHandle<()>>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let streams: Vec<Box<dyn std::io::Read + Send>> = vec![
-        Box::new(child.stdout.take()?),
-        Box::new(child.stderr.take()?),
-    ];
+    let mut streams: Vec<Box<dyn std::io::Read + Send>> = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        streams.push(Box::new(out));
+    }
+    if let Some(err) = child.stderr.take() {
+        streams.push(Box::new(err));
+    }
+    let mut readers = Vec::new();
     for s in streams {
         let tx = tx.clone();
         let log = Arc::clone(log);
         #[allow(clippy::disallowed_methods)] // test harness, not broker code
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
                 log.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening for MQTT on ").nth(1) {
@@ -136,7 +168,8 @@ fn listen_addr(child: &mut Child, log: &Arc<Mutex<Vec<String>>>) -> Option<Socke
                     let _ = tx.send(addr.parse::<SocketAddr>().ok());
                 }
             }
-        });
+        }));
     }
-    rx.recv_timeout(Duration::from_secs(30)).ok().flatten()
+    let addr = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
+    (addr, readers)
 }
