@@ -838,6 +838,12 @@ impl Config {
         Config::from_assignments(layers)
     }
 
+    /// The config a file with this text gives (defaults plus the file; no environment, no
+    /// `--set`), as `load` reads it; `path` only names the file in errors.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::from_assignments(parse_file(text, path)?)
+    }
+
     fn from_assignments(layers: Vec<Assignment>) -> Result<Config, ConfigError> {
         // Only the winning value of each key is parsed: a bad file value fixed by --set is fine.
         let mut winners: BTreeMap<&'static str, Assignment> = BTreeMap::new();
@@ -1027,16 +1033,14 @@ mod tests {
 
     fn file_err(text: &str) -> String {
         let path = Path::new("flockmq.conf");
-        match parse_file(text, path).and_then(Config::from_assignments) {
+        match Config::from_text(text, path) {
             Ok(c) => panic!("expected an error, got {c:?}"),
             Err(e) => e.to_string(),
         }
     }
 
     fn file_config(text: &str) -> Config {
-        parse_file(text, Path::new("f.conf"))
-            .and_then(Config::from_assignments)
-            .unwrap()
+        Config::from_text(text, Path::new("f.conf")).unwrap()
     }
 
     #[test]
@@ -1099,6 +1103,22 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn from_text_is_what_load_reads_from_a_file() {
+        let text = "node.cookie = abc\ncluster.heartbeat = 2s\n";
+        let dir = std::env::temp_dir().join(format!("flockmq-from-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.conf");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(&path), Vec::new(), &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let parsed = Config::from_text(text, &path).unwrap();
+        assert_eq!(parsed, loaded);
+        assert_eq!(parsed.node.cookie, "abc");
+        let e = Config::from_text("node.cookie\n", Path::new("x.conf")).unwrap_err();
+        assert!(e.to_string().contains("x.conf"), "{e}");
     }
 
     #[test]
