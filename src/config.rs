@@ -404,6 +404,15 @@ fn render_off<T>(v: &Option<T>, render: impl Fn(&T) -> String) -> String {
     v.as_ref().map_or_else(|| "off".into(), render)
 }
 
+/// A `log.level` filter with the whitespace around each comma-separated directive removed.
+/// tracing-subscriber (0.3.23) cuts a directive at offsets it counts in the directive without its
+/// leading whitespace: `warn, flockmq=debug` named the target ` flockm`, and a directive starting
+/// with a non-ASCII space (U+00A0) made it slice inside that character and panic (found by the
+/// `config` fuzz target).
+fn log_filter(v: &str) -> String {
+    v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+}
+
 fn parse_qos(v: &str) -> Result<QoS, String> {
     v.parse::<u8>()
         .ok()
@@ -537,8 +546,8 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "log.level",
-        apply: |c, v| match tracing_subscriber::EnvFilter::try_new(v) {
-            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(v.to_owned())),
+        apply: |c, v| match tracing_subscriber::EnvFilter::try_new(log_filter(v)) {
+            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(log_filter(v))),
             _ => Err(format!(
                 "'{v}' is not a log filter (error, warn, info, debug, trace, or target=level,...)"
             )),
@@ -1517,6 +1526,18 @@ mod tests {
             (c.mqtt.server_keepalive, c.mqtt.max_session_expiry),
             (None, u32::MAX)
         );
+    }
+
+    #[test]
+    fn log_level_directives_are_trimmed() {
+        // Once a panic inside tracing-subscriber: a directive starting with U+00A0, a space
+        // outside ASCII (the `config` fuzz target's crash input, minimized).
+        let crash = "log.level = a,\u{a0}\u{a0}ab=info\n";
+        assert_eq!(file_config(crash).log_level, "a,ab=info");
+        // ASCII spaces after commas used to shift the target name (` flockm`).
+        let c = Config::from_pairs(&[("log.level", "warn, flockmq=debug ,  x")]).unwrap();
+        assert_eq!(c.log_level, "warn,flockmq=debug,x");
+        assert_eq!(file_config(&c.render()), c);
     }
 
     #[test]
