@@ -741,6 +741,18 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// `value` as `render` writes it: in quotes when the bare value would not read back the same (a
+/// value starting with `#` would be a comment, surrounding whitespace would be trimmed, and
+/// surrounding quotes stripped; found by the `config` fuzz target with `admin.token =#...`).
+/// A value with whitespace before a `#` (only from the environment or `--set`) has no file form.
+fn quote_if_needed(value: &str) -> String {
+    if value.starts_with('#') || strip_quotes(value.trim()) != value {
+        format!("\"{value}\"")
+    } else {
+        value.to_owned()
+    }
+}
+
 fn assignment(key: &str, value: &str, origin: Origin) -> Result<Assignment, ConfigError> {
     let spec = key_spec(key).ok_or_else(|| ConfigError::invalid(&origin, key, "unknown key"))?;
     Ok(Assignment {
@@ -1010,7 +1022,7 @@ impl Config {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for spec in KEYS {
-            let line = format!("{} = {}", spec.key, (spec.render)(self));
+            let line = format!("{} = {}", spec.key, quote_if_needed(&(spec.render)(self)));
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -1128,6 +1140,35 @@ mod tests {
         assert_eq!(parsed.node.cookie, "abc");
         let e = Config::from_text("node.cookie\n", Path::new("x.conf")).unwrap_err();
         assert!(e.to_string().contains("x.conf"), "{e}");
+    }
+
+    #[test]
+    fn render_quotes_values_that_would_not_read_back_bare() {
+        // The `config` fuzz target's crash, minimized: a token starting with '#' was rendered
+        // as `admin.token = #x`, a comment, so check-config's output did not parse back.
+        let c = file_config(
+            "admin.bind = 0.0.0.0:18083\nadmin.token =#x\nnode.cookie = \" padded \"\n\
+             cluster.name = \"\"quoted\"\"\n",
+        );
+        assert_eq!(c.admin.token.as_deref(), Some("#x"));
+        assert_eq!(c.node.cookie, " padded ");
+        assert_eq!(c.cluster.name, "\"quoted\"");
+        let rendered = c.render();
+        assert!(rendered.contains("admin.token = \"#x\"\n"), "{rendered}");
+        assert!(
+            rendered.contains("node.cookie = \" padded \"\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("cluster.name = \"\"quoted\"\"\n"),
+            "{rendered}"
+        );
+        assert_eq!(file_config(&rendered), c);
+        assert!(
+            Config::default()
+                .render()
+                .contains("node.cookie = flockmqsecretcookie\n")
+        );
     }
 
     #[test]
