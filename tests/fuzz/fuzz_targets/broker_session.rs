@@ -527,7 +527,7 @@ fn ack_packet(kind: u8, ack: Ack) -> Packet {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
-    let Some(setup) = input.next::<BrokerSetup>() else {
+    let Some(setup) = input.take::<BrokerSetup>() else {
         return;
     };
     let mut h = Harness::new(&setup);

@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     let from = SocketAddr::from(([10, 0, 0, 2], 4369));
     let mut given = 0u64;
     let mut authentic = 0u64;
-    while let Some(mode) = input.next::<u8>() {
+    while let Some(mode) = input.take::<u8>() {
         let bytes = input.chunk();
         now += Duration::from_millis(u64::from(mode >> 1) * 10);
         core.handle_timeout(now);

@@ -246,7 +246,7 @@ impl<'a> Input<'a> {
     }
 
     /// The next value, or `None` at the end of the input.
-    pub fn next<T: Arbitrary<'a>>(&mut self) -> Option<T> {
+    pub fn take<T: Arbitrary<'a>>(&mut self) -> Option<T> {
         if self.u.is_empty() {
             return None;
         }
@@ -254,11 +254,11 @@ impl<'a> Input<'a> {
     }
 
     pub fn link_op(&mut self) -> Option<LinkOp> {
-        self.next()
+        self.take()
     }
 
     pub fn broker_op(&mut self) -> Option<BrokerOp> {
-        self.next()
+        self.take()
     }
 
     /// A chunk: a little-endian `u16` length, then that many bytes (fewer at the end).

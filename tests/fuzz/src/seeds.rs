@@ -788,7 +788,7 @@ impl BrokerScript {
 
     fn check(&self) {
         let mut input = Input::new(&self.script.0);
-        assert_eq!(input.next::<BrokerSetup>().as_ref(), Some(&self.setup));
+        assert_eq!(input.take::<BrokerSetup>().as_ref(), Some(&self.setup));
         let mut decoded = Vec::new();
         while let Some(op) = input.broker_op() {
             let extra = match op {
