@@ -404,12 +404,24 @@ fn render_off<T>(v: &Option<T>, render: impl Fn(&T) -> String) -> String {
     v.as_ref().map_or_else(|| "off".into(), render)
 }
 
+/// The tracing filter of a `log.level` value (what the node logs with). Field values in it
+/// (`[span{field=value}]`) match literally, not as regular expressions: tracing-subscriber builds
+/// those into a DFA without a size limit, and a value of a hundred bytes such as
+/// `[{f=(a|b)*a(a|b)(a|b)...}]` took minutes to parse (found by the `config` fuzz target as a
+/// timeout), at start, in check-config and on SIGHUP.
+pub fn log_env_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(level)
+        .map_err(|e| e.to_string())
+}
+
 /// A `log.level` filter with the whitespace around each comma-separated directive removed.
 /// tracing-subscriber (0.3.23) cuts a directive at offsets it counts in the directive without its
 /// leading whitespace: `warn, flockmq=debug` named the target ` flockm`, and a directive starting
 /// with a non-ASCII space (U+00A0) made it slice inside that character and panic (found by the
 /// `config` fuzz target).
-fn log_filter(v: &str) -> String {
+fn trim_directives(v: &str) -> String {
     v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
 }
 
@@ -546,8 +558,8 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "log.level",
-        apply: |c, v| match tracing_subscriber::EnvFilter::try_new(log_filter(v)) {
-            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(log_filter(v))),
+        apply: |c, v| match log_env_filter(&trim_directives(v)) {
+            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(trim_directives(v))),
             _ => Err(format!(
                 "'{v}' is not a log filter (error, warn, info, debug, trace, or target=level,...)"
             )),
@@ -1579,6 +1591,24 @@ mod tests {
         let c = Config::from_pairs(&[("log.level", "warn, flockmq=debug ,  x")]).unwrap();
         assert_eq!(c.log_level, "warn,flockmq=debug,x");
         assert_eq!(file_config(&c.render()), c);
+    }
+
+    #[test]
+    // A wall-clock bound is the point of this test (the regression is a hang), not core logic.
+    #[allow(clippy::disallowed_methods)]
+    fn log_level_field_values_are_not_regular_expressions() {
+        // The `config` fuzz target's timeout, as a pattern whose DFA has 2^21 states: as a
+        // regular expression it took minutes to compile; as a literal value it costs nothing.
+        let level = format!("[{{f=(a|b)*a{}}}]", "(a|b)".repeat(20));
+        let started = std::time::Instant::now();
+        let c = Config::from_pairs(&[("log.level", &level)]).unwrap();
+        assert_eq!(c.log_level, level);
+        assert!(log_env_filter(&level).is_ok());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
