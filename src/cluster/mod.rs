@@ -161,6 +161,13 @@ pub enum ClusterAction {
     /// The link is authenticated: its reader may now take frames of up to `max` bytes (until
     /// then it takes at most [`PREAUTH_MAX_FRAME`]).
     FrameLimit { link: LinkId, max: usize },
+    /// A link just came up: call [`Cluster::sync_retained`] with the local retained digest.
+    SyncRetained { link: LinkId },
+    /// The peer on `link` sent its retained digest: call [`Cluster::answer_retained`] with ours
+    /// and our entries in the buckets that differ.
+    RetainedWanted { link: LinkId, digest: Vec<u64> },
+    /// Retained values from a peer: merge them into the local store (newer version wins).
+    MergeRetained(Vec<wire::RetainedItem>),
 }
 
 /// Why a link broke, as the driver saw it.
@@ -1205,8 +1212,53 @@ impl Cluster {
             self.send(link, &members);
         }
         self.send_routes(link);
+        self.actions.push_back(ClusterAction::SyncRetained { link });
         self.streams_up(link, &peer, incarnation);
         self.refresh_dials(now);
+    }
+
+    /// Starts the retained sync of a new link with our digest: sent unless our set is empty
+    /// (then nothing travels until the peer's digest arrives, so clusters without retained
+    /// messages exchange nothing).
+    pub fn sync_retained(&mut self, link: LinkId, ours: Vec<u64>) {
+        if ours.iter().any(|&b| b != 0) && self.links.contains_key(&link) {
+            self.send(link, &LinkMessage::RetainedDigest(ours));
+        }
+    }
+
+    /// Answers a peer's retained digest: our entries in the buckets that differ (one bulk set,
+    /// if any), and, if our set is empty and theirs is not, our (empty) digest so that the peer
+    /// sends us its entries.
+    pub fn answer_retained(
+        &mut self,
+        link: LinkId,
+        ours: Vec<u64>,
+        theirs: &[u64],
+        items: Vec<wire::RetainedItem>,
+    ) {
+        if !self.links.contains_key(&link) {
+            return;
+        }
+        if !items.is_empty() {
+            self.last_sync += 1;
+            let sync = self.last_sync;
+            let chunks =
+                wire::split_bulk(items, wire::BULK_CHUNK_BYTES, wire::RetainedItem::wire_len);
+            let count = chunks.len();
+            for (i, items) in chunks.into_iter().enumerate() {
+                let chunk = BulkChunk {
+                    sync,
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    last: i + 1 == count,
+                    body: BulkBody::Retained(items),
+                };
+                self.send(link, &LinkMessage::Bulk(chunk));
+            }
+        }
+        let empty = |d: &[u64]| d.iter().all(|&b| b == 0);
+        if empty(&ours) && !empty(theirs) {
+            self.send(link, &LinkMessage::RetainedDigest(ours));
+        }
     }
 
     /// Sends our full route set on `link` as one bulk transfer of bounded chunks.
@@ -1274,6 +1326,10 @@ impl Cluster {
             BulkBody::Routes(filters) => {
                 let (added, removed) = self.routes.replace(peer, filters);
                 tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
+            }
+            BulkBody::Retained(items) => {
+                tracing::debug!(peer = %peer, items = items.len(), chunks, "retained values received");
+                self.actions.push_back(ClusterAction::MergeRetained(items));
             }
         }
     }
@@ -1378,6 +1434,10 @@ impl Cluster {
                 }
             }
             LinkMessage::Resume { received } => self.resume(link, &peer, received),
+            LinkMessage::RetainedDigest(digest) => {
+                self.actions
+                    .push_back(ClusterAction::RetainedWanted { link, digest });
+            }
             LinkMessage::Reject { reason } => {
                 self.log_peer_reject(&peer, &reason, "peer closed the link", now);
                 self.close_as(link, reason != DUPLICATE_LINK, now);
@@ -2141,5 +2201,6 @@ fn message_name(msg: &LinkMessage) -> &'static str {
         LinkMessage::Ack(_) => "Ack",
         LinkMessage::Resume { .. } => "Resume",
         LinkMessage::Bulk(_) => "Bulk",
+        LinkMessage::RetainedDigest(_) => "RetainedDigest",
     }
 }

@@ -497,10 +497,32 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     tokio::spawn(dial.instrument(span));
                 }
                 ClusterAction::Deliver(forwarded) => {
+                    let version = super::forward::retain_version(&forwarded);
                     match super::forward::into_publish(forwarded) {
-                        Some(publish) => self.core.deliver_forwarded(publish, None, now),
+                        Some(publish) => self.core.deliver_forwarded(publish, version, now),
                         None => tracing::debug!("dropping a forwarded publish with a bad QoS"),
                     }
+                }
+                ClusterAction::SyncRetained { link } => {
+                    let ours = self.core.retained_digest(now);
+                    cluster.core.sync_retained(link, ours);
+                }
+                ClusterAction::RetainedWanted { link, digest } => {
+                    let ours = self.core.retained_digest(now);
+                    let items = self
+                        .core
+                        .retained_records(&digest, now)
+                        .into_iter()
+                        .map(super::forward::retained_item)
+                        .collect();
+                    cluster.core.answer_retained(link, ours, &digest, items);
+                }
+                ClusterAction::MergeRetained(items) => {
+                    let records = items
+                        .into_iter()
+                        .filter_map(super::forward::retained_record)
+                        .collect();
+                    self.core.merge_retained(records, now);
                 }
                 ClusterAction::SaveMembers(text) => {
                     if let Some(file) = &cluster.members_file {
