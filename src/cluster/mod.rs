@@ -63,6 +63,7 @@
 pub mod discovery;
 pub mod handshake;
 pub mod name;
+mod route_acks;
 pub mod routes;
 pub mod wire;
 
@@ -168,6 +169,10 @@ pub enum ClusterAction {
     RetainedWanted { link: LinkId, digest: Vec<u64> },
     /// Retained values from a peer: merge them into the local store (newer version wins).
     MergeRetained(Vec<wire::RetainedItem>),
+    /// Every linked node has applied our route changes up to this number (counted from 1 in
+    /// the order of `local_route_added` / `local_route_removed` calls): SUBACKs waiting for
+    /// them may go.
+    RoutesConfirmed(u64),
 }
 
 /// Why a link broke, as the driver saw it.
@@ -480,6 +485,8 @@ pub struct Cluster {
     link_log: LogLimiter<&'static str>,
     /// The last bulk transfer number used.
     last_sync: u64,
+    /// Which of our route changes every linked node has applied (SUBACKs wait for it).
+    route_acks: route_acks::RouteAcks,
 }
 
 impl Cluster {
@@ -510,6 +517,7 @@ impl Cluster {
             strikes: BTreeMap::new(),
             link_log: LogLimiter::new(DROP_LOG_EVERY),
             last_sync: 0,
+            route_acks: route_acks::RouteAcks::default(),
         };
         cluster.saved_members = cluster.members_file();
         if cluster.cfg.discovery == Discovery::Mcast {
@@ -829,6 +837,8 @@ impl Cluster {
     /// (answering a pending join with `why`) for one still in its handshake. `bad`: it went for
     /// bad framing or a protocol error.
     fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, bad: bool, now: Duration) {
+        self.route_acks.link_gone(link);
+        self.check_routes_confirmed(now);
         if let LinkState::Up { peer, since, .. } = &l.state {
             if self.peers.get(peer) == Some(&link) {
                 let stable = now.saturating_sub(*since) >= STABLE_LINK;
@@ -1212,6 +1222,7 @@ impl Cluster {
             self.send(link, &members);
         }
         self.send_routes(link);
+        self.route_acks.sent(link, now);
         self.actions.push_back(ClusterAction::SyncRetained { link });
         self.streams_up(link, &peer, incarnation);
         self.refresh_dials(now);
@@ -1324,6 +1335,7 @@ impl Cluster {
         };
         match done {
             BulkBody::Routes(filters) => {
+                self.route_acks.applied(link);
                 let (added, removed) = self.routes.replace(peer, filters);
                 tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
             }
@@ -1417,9 +1429,15 @@ impl Cluster {
             LinkMessage::Bulk(chunk) => self.bulk_chunk(link, &peer, chunk),
             LinkMessage::RouteAdd(filter) => {
                 self.routes.add(&peer, &filter);
+                self.route_acks.applied(link);
             }
             LinkMessage::RouteRemove(filter) => {
                 self.routes.remove(&peer, &filter);
+                self.route_acks.applied(link);
+            }
+            LinkMessage::RouteAck(count) => {
+                self.route_acks.acked(link, count);
+                self.check_routes_confirmed(now);
             }
             LinkMessage::Forward(publish) => {
                 self.metrics.forwards_received += 1;
@@ -1624,16 +1642,24 @@ impl Cluster {
             .outs
             .values()
             .filter_map(|o| o.down_since.map(|at| at + FORWARD_BUFFER_WINDOW));
+        let route_acks = self.route_acks.next_expiry(dead_after);
         links
             .chain(dials)
             .chain(cleans)
             .chain(announce)
             .chain(buffers)
+            .chain(route_acks)
             .min()
     }
 
     /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
+        // Acknowledgements a caller without `frames_done` left owed, and silent links that no
+        // longer hold route confirmations back.
+        for (link, count) in self.route_acks.take_due() {
+            self.send(link, &LinkMessage::RouteAck(count));
+        }
+        self.check_routes_confirmed(now);
         let handshake_limit = self.connect_timeout();
         let dead_after = self.dead_after();
         let mut dead = Vec::new();
@@ -1874,16 +1900,44 @@ impl Cluster {
     // ---- routes and forwarding ---------------------------------------------------------
 
     /// The local broker gained its first subscriber for `filter`.
-    pub fn local_route_added(&mut self, filter: &str) {
+    pub fn local_route_added(&mut self, filter: &str, now: Duration) {
+        self.route_acks.changed();
         if self.local_routes.insert(filter.to_owned()) {
-            self.broadcast(&LinkMessage::RouteAdd(filter.to_owned()));
+            self.broadcast_route(&LinkMessage::RouteAdd(filter.to_owned()), now);
         }
+        self.check_routes_confirmed(now);
     }
 
     /// The local broker lost its last subscriber for `filter`.
-    pub fn local_route_removed(&mut self, filter: &str) {
+    pub fn local_route_removed(&mut self, filter: &str, now: Duration) {
+        self.route_acks.changed();
         if self.local_routes.remove(filter) {
-            self.broadcast(&LinkMessage::RouteRemove(filter.to_owned()));
+            self.broadcast_route(&LinkMessage::RouteRemove(filter.to_owned()), now);
+        }
+        self.check_routes_confirmed(now);
+    }
+
+    /// Sends a route delta to every linked node, remembering it for the confirmation.
+    fn broadcast_route(&mut self, msg: &LinkMessage, now: Duration) {
+        let links: Vec<LinkId> = self.peers.values().copied().collect();
+        for &link in &links {
+            self.route_acks.sent(link, now);
+        }
+        self.broadcast(msg);
+    }
+
+    /// Reports newly confirmed route changes (`ClusterAction::RoutesConfirmed`).
+    fn check_routes_confirmed(&mut self, now: Duration) {
+        if let Some(seq) = self.route_acks.newly_confirmed(now, self.dead_after()) {
+            self.actions.push_back(ClusterAction::RoutesConfirmed(seq));
+        }
+    }
+
+    /// The driver has handed over every frame of one read from `link`: acknowledge the route
+    /// messages they carried, once for the batch.
+    pub fn frames_done(&mut self, link: LinkId) {
+        if let Some(count) = self.route_acks.take_due_on(link) {
+            self.send(link, &LinkMessage::RouteAck(count));
         }
     }
 
@@ -2202,5 +2256,6 @@ fn message_name(msg: &LinkMessage) -> &'static str {
         LinkMessage::Resume { .. } => "Resume",
         LinkMessage::Bulk(_) => "Bulk",
         LinkMessage::RetainedDigest(_) => "RetainedDigest",
+        LinkMessage::RouteAck(_) => "RouteAck",
     }
 }

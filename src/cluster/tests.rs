@@ -97,6 +97,8 @@ struct Harness {
     frame_limits: Vec<(usize, usize)>,
     /// Retained-sync actions, for the tests to answer as the broker would.
     retained: Vec<(usize, ClusterAction)>,
+    /// Route changes confirmed per node, in order.
+    confirmed: Vec<(usize, u64)>,
 }
 
 impl Harness {
@@ -128,6 +130,7 @@ impl Harness {
             largest_frame: 0,
             frame_limits: Vec::new(),
             retained: Vec::new(),
+            confirmed: Vec::new(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Harness {
                 }
                 ClusterAction::FrameLimit { max, .. } => self.frame_limits.push((i, max)),
                 // The broker's side of the retained sync; tests that need it take them here.
+                ClusterAction::RoutesConfirmed(seq) => self.confirmed.push((i, seq)),
                 action @ (ClusterAction::SyncRetained { .. }
                 | ClusterAction::RetainedWanted { .. }
                 | ClusterAction::MergeRetained(_)) => self.retained.push((i, action)),
@@ -263,6 +267,7 @@ impl Harness {
             Ev::Frame { to, link, frame } => {
                 let payload = frame.slice(wire::LENGTH_PREFIX..);
                 self.nodes[to].handle_frame(link, &payload, now);
+                self.nodes[to].frames_done(link);
             }
             Ev::Lost { to, link } => self.nodes[to].link_lost(link, LinkLoss::Io, now),
             Ev::Datagram { to, from, bytes } => {
@@ -457,8 +462,8 @@ fn join_of_an_unreachable_node_fails_with_a_reason() {
 #[test]
 fn routes_sync_on_link_up_then_follow_deltas() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
-    h.nodes[2].local_route_added("t/+/x");
+    h.nodes[1].local_route_added("t/#", h.now);
+    h.nodes[2].local_route_added("t/+/x", h.now);
     h.advance(Duration::from_secs(1));
     for i in 0..3 {
         assert_eq!(
@@ -476,8 +481,8 @@ fn routes_sync_on_link_up_then_follow_deltas() {
             "node {i}"
         );
     }
-    h.nodes[2].local_route_added("t/#");
-    h.nodes[1].local_route_removed("t/#");
+    h.nodes[2].local_route_added("t/#", h.now);
+    h.nodes[1].local_route_removed("t/#", h.now);
     h.settle();
     for i in 0..3 {
         assert_eq!(
@@ -509,7 +514,7 @@ fn linked_pair(filters: &[String]) -> Harness {
             .collect(),
     );
     for f in filters {
-        h.nodes[0].local_route_added(f);
+        h.nodes[0].local_route_added(f, h.now);
     }
     h.advance(Duration::from_secs(1));
     assert_eq!(h.running(1), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
@@ -728,11 +733,11 @@ fn the_seed_example_forwards_once_per_destination_node() {
     let mut h = Harness::static3();
     // client1@n1: t/+/x, t/+/y; client2@n2: t/#; client3@n3: t/+/x, t/a.
     for f in ["t/+/x", "t/+/y"] {
-        h.nodes[0].local_route_added(f);
+        h.nodes[0].local_route_added(f, h.now);
     }
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     for f in ["t/+/x", "t/a"] {
-        h.nodes[2].local_route_added(f);
+        h.nodes[2].local_route_added(f, h.now);
     }
     h.advance(Duration::from_secs(1));
     assert_eq!(h.nodes[0].forward(&publish("t/a", false)), 2);
@@ -761,7 +766,7 @@ fn the_seed_example_forwards_once_per_destination_node() {
 fn overlapping_filters_on_one_node_get_one_copy() {
     let mut h = Harness::static3();
     for f in ["t/+", "t/#", "t/a", "+/a"] {
-        h.nodes[1].local_route_added(f);
+        h.nodes[1].local_route_added(f, h.now);
     }
     h.advance(Duration::from_secs(1));
     assert_eq!(h.nodes[0].forward(&publish("t/a", false)), 1);
@@ -772,8 +777,8 @@ fn overlapping_filters_on_one_node_get_one_copy() {
 #[test]
 fn a_forwarded_publish_is_delivered_and_never_forwarded_again() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
-    h.nodes[2].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
+    h.nodes[2].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     h.nodes[0].forward(&publish("t/x", false));
     // Take n1's frames by hand, hand them to n2, and look at everything n2 does.
@@ -806,7 +811,7 @@ fn retained_publishes_go_to_every_linked_node() {
 #[test]
 fn a_silent_link_is_dead_after_three_heartbeats_and_its_routes_are_hidden_then_purged() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     h.partition(0, 1);
     h.advance(HEARTBEAT * 2);
@@ -844,8 +849,8 @@ fn a_healed_partition_rejoins_and_resyncs_without_an_operator() {
     h.advance(Duration::from_secs(1));
     assert_eq!(h.stopped(0), vec!["n2@10.0.0.2", "n3@10.0.0.3"]);
     // Routes change on both sides while split.
-    h.nodes[2].local_route_added("s/#");
-    h.nodes[0].local_route_added("m/#");
+    h.nodes[2].local_route_added("s/#", h.now);
+    h.nodes[0].local_route_added("m/#", h.now);
     h.heal();
     h.advance(Duration::from_secs(3));
     for i in 0..3 {
@@ -870,14 +875,14 @@ fn a_healed_partition_rejoins_and_resyncs_without_an_operator() {
 #[test]
 fn a_crashed_node_is_stopped_then_running_again_after_restart() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("old/#");
+    h.nodes[1].local_route_added("old/#", h.now);
     h.advance(Duration::from_secs(1));
     h.crash(1);
     h.advance(HEARTBEAT);
     assert_eq!(h.stopped(0), vec!["n2@10.0.0.2"]);
     assert!(h.nodes[0].routes().is_empty());
     h.restart(1);
-    h.nodes[1].local_route_added("new/#");
+    h.nodes[1].local_route_added("new/#", h.now);
     h.advance(Duration::from_secs(3));
     for i in 0..3 {
         assert_eq!(h.running(i), all3(), "node {i}");
@@ -1469,7 +1474,7 @@ fn expected(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
 #[test]
 fn qos1_forwards_survive_a_partition_shorter_than_the_window_in_order_and_once() {
     let mut h = Harness::static3();
-    h.nodes[2].local_route_added("t/#");
+    h.nodes[2].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     for i in 0..10u32 {
         h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
@@ -1505,7 +1510,7 @@ fn qos1_forwards_survive_a_partition_shorter_than_the_window_in_order_and_once()
 #[test]
 fn a_resumed_link_does_not_resend_what_was_delivered() {
     let mut h = Harness::static3();
-    h.nodes[2].local_route_added("t/#");
+    h.nodes[2].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     // Delivered, but the partition comes before the heartbeat's ack.
     for i in 0..5u32 {
@@ -1541,7 +1546,7 @@ fn a_duplicate_numbered_forward_is_not_delivered_twice() {
 #[test]
 fn acknowledgements_keep_the_sender_buffer_small_on_a_live_link() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     for i in 0..1000u32 {
         h.nodes[0].forward(&numbered_publish(&i.to_be_bytes()));
@@ -1563,13 +1568,13 @@ fn acknowledgements_keep_the_sender_buffer_small_on_a_live_link() {
 #[test]
 fn a_restarted_node_gets_fresh_numbering_and_not_the_old_buffer() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     h.crash(1);
     h.advance(HEARTBEAT * 4);
     assert_eq!(h.nodes[0].forward(&numbered_publish(b"old")), 1, "buffered");
     h.restart(1);
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(3));
     assert_eq!(h.running(0), all3());
     assert_eq!(h.nodes[0].forward(&numbered_publish(b"new")), 1);
@@ -1585,7 +1590,7 @@ fn a_restarted_node_gets_fresh_numbering_and_not_the_old_buffer() {
 #[test]
 fn the_forward_buffer_is_bounded() {
     let mut h = Harness::static3();
-    h.nodes[1].local_route_added("t/#");
+    h.nodes[1].local_route_added("t/#", h.now);
     h.advance(Duration::from_secs(1));
     h.partition(0, 1);
     h.advance(HEARTBEAT * 4);
@@ -1729,7 +1734,11 @@ fn link_up_asks_for_the_retained_digest_and_empty_sets_send_nothing() {
         })
         .collect();
     let asked: BTreeSet<usize> = syncs.iter().map(|(i, _)| *i).collect();
-    assert_eq!(asked, BTreeSet::from([0, 1]), "every link up, on both sides");
+    assert_eq!(
+        asked,
+        BTreeSet::from([0, 1]),
+        "every link up, on both sides"
+    );
     let before = h.wire_log.len();
     for (i, link) in syncs {
         h.nodes[i].sync_retained(link, vec![0; 64]);
@@ -1789,4 +1798,62 @@ fn a_node_with_an_empty_retained_set_gets_the_peers_entries() {
         .collect();
     assert_eq!(merged, items, "all of them, in one merge, in order");
     assert!(h.largest_frame < 64 * 1024, "sent in bounded chunks");
+}
+
+// ---- route confirmation (SUBACK timing) ---------------------------------------------------
+
+fn confirmed_at(h: &Harness, node: usize) -> Option<u64> {
+    h.confirmed
+        .iter()
+        .filter(|(i, _)| *i == node)
+        .map(|(_, seq)| *seq)
+        .max()
+}
+
+#[test]
+fn a_route_change_is_confirmed_only_after_every_linked_node_applied_it() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.running(0), all3());
+    let before = confirmed_at(&h, 0);
+    let now = h.now;
+    h.nodes[0].local_route_added("c/#", now);
+    // Not before the peers answered: drain n1's own actions only.
+    h.drain(0);
+    assert_eq!(confirmed_at(&h, 0), before, "sent, not yet acknowledged");
+    h.settle();
+    let seq = confirmed_at(&h, 0).expect("confirmed");
+    assert!(seq >= 1);
+    for peer in [1, 2] {
+        assert!(h.nodes[peer].routes().iter().any(|r| r.filter == "c/#"));
+    }
+}
+
+#[test]
+fn a_partitioned_peer_holds_confirmation_back_at_most_the_dead_link_time() {
+    let mut h = Harness::static3();
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.running(0), all3());
+    h.partition(0, 2);
+    let now = h.now;
+    h.nodes[0].local_route_added("p/#", now);
+    h.settle();
+    assert_eq!(confirmed_at(&h, 0), None, "n3 cannot have acknowledged");
+    h.advance(HEARTBEAT * 3);
+    assert_eq!(
+        confirmed_at(&h, 0),
+        Some(1),
+        "n3 stopped counting after the dead-link time"
+    );
+}
+
+#[test]
+fn a_lone_node_confirms_at_once() {
+    let mut c = lone_n1(Discovery::Manual);
+    c.local_route_added("x", Duration::ZERO);
+    let actions: Vec<ClusterAction> = std::iter::from_fn(|| c.poll_action()).collect();
+    assert!(
+        actions.contains(&ClusterAction::RoutesConfirmed(1)),
+        "{actions:?}"
+    );
 }

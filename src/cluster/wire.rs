@@ -19,7 +19,8 @@ use crate::codec::UserProperty;
 /// Version of the link protocol spoken after the handshake (2: sequenced QoS >= 1 forwards with
 /// acknowledgements and resume; 3: bulk sets such as the route set travel in bounded
 /// [`LinkMessage::Bulk`] chunks instead of one `RoutesSync` frame; 4: retained messages carry
-/// versions and converge on link up through `RetainedDigest` and `BulkBody::Retained`).
+/// versions and converge on link up through `RetainedDigest` and `BulkBody::Retained`; route
+/// messages are acknowledged with `RouteAck` so a SUBACK can wait until the cluster has the route).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Budget of the items of one bulk chunk. A chunk holds items up to this many bytes, or one
@@ -183,6 +184,9 @@ pub enum LinkMessage {
     /// receiver answers with a `BulkBody::Retained` set of its entries in the buckets that
     /// differ (possibly empty), so each side ends with the newer value of every topic.
     RetainedDigest(Vec<u64>),
+    /// The receiver has applied this many route messages (deltas and whole sets) from the
+    /// sender on this link; sent once per batch of frames read.
+    RouteAck(u64),
 }
 
 /// One bounded piece of a bulk set.

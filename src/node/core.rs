@@ -39,6 +39,10 @@ pub(crate) trait Core: Send + 'static {
     }
     /// Merges a peer's retained values.
     fn merge_retained(&mut self, _records: Vec<RetainedRecord>, _now: Duration) {}
+    /// SUBACKs wait for `routes_confirmed` from now on.
+    fn hold_subacks_for_routes(&mut self) {}
+    /// The cluster has every route change up to `seq`.
+    fn routes_confirmed(&mut self, _seq: u64, _now: Duration) {}
     /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
     fn enable_cluster(&mut self, _origin: u64, _epoch_ms: u64) {}
     fn poll_route_change(&mut self) -> Option<RouteChange> {
@@ -101,6 +105,12 @@ impl Core for Broker {
     }
     fn merge_retained(&mut self, records: Vec<RetainedRecord>, now: Duration) {
         Broker::merge_retained(self, records, now);
+    }
+    fn hold_subacks_for_routes(&mut self) {
+        Broker::hold_subacks_for_routes(self);
+    }
+    fn routes_confirmed(&mut self, seq: u64, now: Duration) {
+        Broker::routes_confirmed(self, seq, now);
     }
     fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
         Broker::enable_cluster(self, origin, epoch_ms);

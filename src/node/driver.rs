@@ -412,6 +412,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 for frame in frames {
                     cluster.core.handle_frame(link, &frame, now);
                 }
+                cluster.core.frames_done(link);
             }
             Event::LinkLost { link, why } => {
                 // After bad framing the core answers with a Reject and then a Close, which drops
@@ -455,8 +456,8 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         while let Some(change) = self.core.poll_route_change() {
             progressed = true;
             match change {
-                RouteChange::Added(filter) => cluster.core.local_route_added(&filter),
-                RouteChange::Removed(filter) => cluster.core.local_route_removed(&filter),
+                RouteChange::Added(filter) => cluster.core.local_route_added(&filter, now),
+                RouteChange::Removed(filter) => cluster.core.local_route_removed(&filter, now),
             }
         }
         while let Some(publish) = self.core.poll_forward() {
@@ -517,6 +518,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                         .collect();
                     cluster.core.answer_retained(link, ours, &digest, items);
                 }
+                ClusterAction::RoutesConfirmed(seq) => self.core.routes_confirmed(seq, now),
                 ClusterAction::MergeRetained(items) => {
                     let records = items
                         .into_iter()
