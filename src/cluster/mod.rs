@@ -19,9 +19,13 @@
 //!
 //! Decisions documented here because the issue left them open:
 //! - Retained messages: a publish with the retain flag is forwarded to every linked node (not
-//!   only those with matching routes) and the receiver stores it, so retained messages are
-//!   cluster-wide for the nodes that are up when it is published. There is no retained resync
-//!   on link up yet.
+//!   only those with matching routes) with its version; on link up the nodes exchange retained
+//!   digests and the entries that differ (`ClusterAction::SyncRetained` / `RetainedWanted` /
+//!   `MergeRetained`: the broker owns the store, see `broker::retained`), so every running
+//!   node converges on the newest value of each topic.
+//! - SUBACK timing: route messages are acknowledged per link (`RouteAck`) and
+//!   `ClusterAction::RoutesConfirmed` says when every linked node has a route change
+//!   (`route_acks`); the broker holds each SUBACK until then.
 //! - Shared subscriptions `$share/g/f` announce the route `f`; groups stay per node, so a group
 //!   with members on two nodes receives one copy per node.
 //! - Multicast discovery (`discovery::` for the datagrams): a node announces itself to the
