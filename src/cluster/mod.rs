@@ -62,6 +62,7 @@
 
 pub mod discovery;
 pub mod handshake;
+mod membership;
 pub mod name;
 pub mod routes;
 pub mod wire;
@@ -80,6 +81,7 @@ use rand::{Rng, SeedableRng};
 use crate::log_limit::{LogLimiter, peer_text};
 use discovery::{DropReason, Kind};
 use handshake::{Role, Transcript};
+use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use routes::RouteTable;
 use wire::{
@@ -119,9 +121,6 @@ const FORWARD_BUFFER_MSGS: usize = 10_000;
 const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// The receiver acknowledges at least every this many numbered forwards.
 const ACK_EVERY: u64 = 64;
-/// First line of the member list file.
-const MEMBERS_FILE_HEADER: &str =
-    "# flockmq cluster members, rewritten by the node; delete it to forget the cluster\n";
 /// The reject reason of the losing link when both nodes dialled each other.
 const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
@@ -337,17 +336,6 @@ impl Link {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Member {
-    port: u16,
-    incarnation: u64,
-    left: bool,
-    /// Since when it has had no live link (for autoclean); `None` while linked.
-    down_since: Option<Duration>,
-    /// Whether we ever had a link to it (autoheal off does not redial those).
-    was_up: bool,
-}
-
 /// A node heard by multicast that we (the lower name) should dial.
 #[derive(Debug, Clone)]
 struct Heard {
@@ -439,23 +427,50 @@ struct Dial {
     in_flight: bool,
 }
 
+/// The actions queued for the driver, in the order the parts produced them. Every part that
+/// emits frames or actions takes `&mut Outbox`.
+#[derive(Debug, Default)]
+struct Outbox(VecDeque<ClusterAction>);
+
+impl Outbox {
+    fn push(&mut self, action: ClusterAction) {
+        self.0.push_back(action);
+    }
+
+    /// Queues `msg` on `link`.
+    fn send(&mut self, link: LinkId, msg: &LinkMessage) {
+        self.send_frame(link, wire::encode(msg));
+    }
+
+    /// Queues an encoded frame on `link`.
+    fn send_frame(&mut self, link: LinkId, frame: Bytes) {
+        self.push(ClusterAction::Send { link, frame });
+    }
+
+    /// Queues the close of `link`.
+    fn close(&mut self, link: LinkId) {
+        self.push(ClusterAction::Close { link });
+    }
+
+    fn pop(&mut self) -> Option<ClusterAction> {
+        self.0.pop_front()
+    }
+}
+
 /// The cluster core of one node.
 pub struct Cluster {
     cfg: ClusterConfig,
     rng: StdRng,
-    incarnation: u64,
-    /// After `leave` and until `join`: no dialling, incoming links refused.
-    left: bool,
+    membership: Membership,
     links: BTreeMap<LinkId, Link>,
     /// The one authenticated link per peer.
     peers: BTreeMap<NodeName, LinkId>,
-    members: BTreeMap<NodeName, Member>,
     dials: BTreeMap<NodeName, Dial>,
     /// A pending `ctl cluster join`: the node and its cluster port.
     join: Option<(NodeName, u16)>,
     local_routes: BTreeSet<String>,
     routes: RouteTable,
-    actions: VecDeque<ClusterAction>,
+    out: Outbox,
     metrics: ClusterMetrics,
     /// Reused by every forward so the publish path does not allocate for the destination list.
     scratch: Vec<LinkId>,
@@ -463,9 +478,6 @@ pub struct Cluster {
     mcast: Option<Mcast>,
     outs: BTreeMap<NodeName, OutStream>,
     ins: BTreeMap<NodeName, InStream>,
-    /// The member list may have changed since `saved_members` was written.
-    members_dirty: bool,
-    saved_members: String,
     /// Links lost to bad framing or protocol errors per peer, since its last stable link: the
     /// backoff attempt its next dial starts from.
     strikes: BTreeMap<NodeName, u32>,
@@ -480,31 +492,26 @@ impl Cluster {
     /// ms) and `rng_seed` seeds nonces and jitter.
     pub fn new(cfg: ClusterConfig, incarnation: u64, rng_seed: u64, now: Duration) -> Cluster {
         let mut cluster = Cluster {
-            cfg,
             rng: StdRng::seed_from_u64(rng_seed),
-            incarnation: incarnation.max(1),
-            left: false,
+            membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
-            members: BTreeMap::new(),
             dials: BTreeMap::new(),
             join: None,
             local_routes: BTreeSet::new(),
             routes: RouteTable::new(),
-            actions: VecDeque::new(),
+            out: Outbox::default(),
             metrics: ClusterMetrics::default(),
             scratch: Vec::new(),
             frame_buf: BytesMut::new(),
             mcast: None,
             outs: BTreeMap::new(),
             ins: BTreeMap::new(),
-            members_dirty: false,
-            saved_members: String::new(),
             strikes: BTreeMap::new(),
+            cfg,
             link_log: LogLimiter::new(DROP_LOG_EVERY),
             last_sync: 0,
         };
-        cluster.saved_members = cluster.members_file();
         if cluster.cfg.discovery == Discovery::Mcast {
             let instance = cluster.rng.random();
             let sender = discovery::Sender {
@@ -556,10 +563,7 @@ impl Cluster {
     }
 
     fn send(&mut self, link: LinkId, msg: &LinkMessage) {
-        self.actions.push_back(ClusterAction::Send {
-            link,
-            frame: wire::encode(msg),
-        });
+        self.out.send(link, msg);
     }
 
     fn broadcast(&mut self, msg: &LinkMessage) {
@@ -568,7 +572,7 @@ impl Cluster {
         }
         let frame = wire::encode(msg);
         for &link in self.peers.values() {
-            self.actions.push_back(ClusterAction::Send {
+            self.out.push(ClusterAction::Send {
                 link,
                 frame: frame.clone(),
             });
@@ -577,71 +581,18 @@ impl Cluster {
 
     /// The next queued action, in the order they were produced.
     pub fn poll_action(&mut self) -> Option<ClusterAction> {
-        if self.members_dirty {
-            self.members_dirty = false;
-            let text = self.members_file();
-            if text != self.saved_members {
-                self.saved_members.clone_from(&text);
-                self.actions.push_back(ClusterAction::SaveMembers(text));
-            }
+        if let Some(text) = self.membership.take_save() {
+            self.out.push(ClusterAction::SaveMembers(text));
         }
-        self.actions.pop_front()
-    }
-
-    /// The member list file: one joined member per line, `name@host port`, sorted.
-    fn members_file(&self) -> String {
-        let mut text = String::from(MEMBERS_FILE_HEADER);
-        for (node, m) in self.members.iter().filter(|(_, m)| !m.left) {
-            text.push_str(&format!("{node} {}\n", m.port));
-        }
-        text
+        self.out.pop()
     }
 
     /// Members from the file a previous run of this node wrote: dialled like stopped members
     /// (incarnation 0, so anything the cluster says about them wins). Returns how many; bad
     /// lines are skipped with a log line.
     pub fn restore_members(&mut self, text: &str, now: Duration) -> usize {
-        if self.left {
-            return 0;
-        }
-        let mut restored = 0;
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line.split_once(' ').and_then(|(node, port)| {
-                Some((
-                    node.parse::<NodeName>().ok()?,
-                    port.trim().parse::<u16>().ok()?,
-                ))
-            });
-            let Some((node, port)) = parsed else {
-                tracing::warn!(
-                    line = i + 1,
-                    text = line,
-                    "ignoring a bad line of the member list file"
-                );
-                continue;
-            };
-            if node == self.cfg.node || self.members.contains_key(&node) {
-                continue;
-            }
-            self.members.insert(
-                node,
-                Member {
-                    port,
-                    incarnation: 0,
-                    left: false,
-                    down_since: Some(now),
-                    was_up: false,
-                },
-            );
-            restored += 1;
-        }
+        let restored = self.membership.restore(text, now);
         if restored > 0 {
-            tracing::info!(members = restored, "rejoining the members of the last run");
-            self.saved_members = self.members_file();
             self.refresh_dials(now);
         }
         restored
@@ -672,7 +623,7 @@ impl Cluster {
                         "closing a cluster connection: {MAX_PENDING_HANDSHAKES} handshakes already pending"
                     );
                 }
-                self.actions.push_back(ClusterAction::Close { link });
+                self.out.close(link);
                 return;
             }
         }
@@ -683,7 +634,7 @@ impl Cluster {
                 cluster: self.cfg.cluster_name.clone(),
                 node: self.cfg.node.to_string(),
                 port: self.cfg.port,
-                incarnation: self.incarnation,
+                incarnation: self.membership.incarnation(),
                 nonce,
             };
             self.send(link, &hello);
@@ -714,7 +665,7 @@ impl Cluster {
             && self.join.as_ref().is_some_and(|(n, _)| n == node)
         {
             self.join = None;
-            self.actions.push_back(ClusterAction::JoinDone {
+            self.out.push(ClusterAction::JoinDone {
                 node: node.clone(),
                 result: Err(reason.clone()),
             });
@@ -748,7 +699,7 @@ impl Cluster {
     pub fn link_lost(&mut self, link: LinkId, why: LinkLoss, now: Duration) {
         let Some(l) = self.links.remove(&link) else {
             if matches!(why, LinkLoss::Frame(_)) {
-                self.actions.push_back(ClusterAction::Close { link });
+                self.out.close(link);
             }
             return;
         };
@@ -767,7 +718,7 @@ impl Cluster {
                     reason: BAD_FRAMING.into(),
                 };
                 self.send(link, &reject);
-                self.actions.push_back(ClusterAction::Close { link });
+                self.out.close(link);
                 true
             }
             LinkLoss::SlowPeer => {
@@ -799,7 +750,7 @@ impl Cluster {
                 reason: reason.to_owned(),
             },
         );
-        self.actions.push_back(ClusterAction::Close { link });
+        self.out.close(link);
         self.after_link_gone(link, l, log, reason != DUPLICATE_LINK, now);
     }
 
@@ -812,7 +763,7 @@ impl Cluster {
     /// protocol or framing error (a strike against the peer).
     fn close_as(&mut self, link: LinkId, bad: bool, now: Duration) {
         if let Some(l) = self.links.remove(&link) {
-            self.actions.push_back(ClusterAction::Close { link });
+            self.out.close(link);
             let why = "the link was closed during the handshake";
             self.after_link_gone(link, l, why, bad, now);
         }
@@ -838,11 +789,8 @@ impl Cluster {
     /// `STABLE_LINK`.
     fn peer_down(&mut self, peer: &NodeName, bad: bool, stable: bool, now: Duration) {
         self.peers.remove(peer);
-        let member = self.members.get(peer).is_some_and(|m| !m.left);
-        if let Some(m) = self.members.get_mut(peer) {
-            m.down_since = Some(now);
-        }
-        if member && !self.left {
+        let member = self.membership.link_down(peer, now);
+        if member && !self.membership.left() {
             // Keep its routes for the buffer window: QoS >= 1 forwards wait for its return.
             let out = self.outs.entry(peer.clone()).or_default();
             out.paused = true;
@@ -977,7 +925,7 @@ impl Cluster {
                     Ok(peer) => peer,
                     Err((reason, log)) => return self.reject(link, reason, &log, now),
                 };
-                if self.left {
+                if self.membership.left() {
                     let log = format!("{peer} dialled us but this node has left the cluster");
                     return self.reject(link, "node has left the cluster", &log, now);
                 }
@@ -995,7 +943,7 @@ impl Cluster {
                     cluster: self.cfg.cluster_name.clone(),
                     node: self.cfg.node.to_string(),
                     port: self.cfg.port,
-                    incarnation: self.incarnation,
+                    incarnation: self.membership.incarnation(),
                     nonce: our_nonce,
                     proof,
                 };
@@ -1069,7 +1017,7 @@ impl Cluster {
                 let who = describe(l);
                 self.log_peer_reject(&who, &reason, "peer refused the link", now);
                 if let Some(l) = self.links.remove(&link) {
-                    self.actions.push_back(ClusterAction::Close { link });
+                    self.out.close(link);
                     if let Some(node) = &l.dialed {
                         let why = format!("{node} refused the link: {}", peer_text(&reason));
                         self.dial_done(node, Err(why), now);
@@ -1127,8 +1075,7 @@ impl Cluster {
             // The old link goes without a peer-down: the resync on the new one replaces routes.
             self.peers.remove(&peer);
             self.links.remove(&old_id);
-            self.actions
-                .push_back(ClusterAction::Close { link: old_id });
+            self.out.close(old_id);
         }
         let heartbeat = self.cfg.heartbeat;
         let Some(l) = self.links.get_mut(&link) else {
@@ -1142,7 +1089,7 @@ impl Cluster {
             since: now,
             assembly: None,
         };
-        self.actions.push_back(ClusterAction::FrameLimit {
+        self.out.push(ClusterAction::FrameLimit {
             link,
             max: self.cfg.max_frame,
         });
@@ -1153,36 +1100,7 @@ impl Cluster {
         };
         tracing::info!(peer = %peer, addr = %new_addr, dialled_by = %dialer, "link up");
         self.peers.insert(peer.clone(), link);
-        let changed = match self.members.get_mut(&peer) {
-            Some(m) => {
-                m.down_since = None;
-                m.was_up = true;
-                self.members_dirty |= m.port != port;
-                m.port = port;
-                if incarnation > m.incarnation {
-                    m.incarnation = incarnation;
-                    self.members_dirty |= m.left;
-                    m.left = false;
-                    true
-                } else {
-                    false
-                }
-            }
-            None => {
-                self.members_dirty = true;
-                self.members.insert(
-                    peer.clone(),
-                    Member {
-                        port,
-                        incarnation,
-                        left: false,
-                        down_since: None,
-                        was_up: true,
-                    },
-                );
-                true
-            }
-        };
+        let changed = self.membership.link_up(&peer, port, incarnation);
         if let Some(dial) = self.dials.get_mut(&peer) {
             dial.attempt = 0;
             dial.in_flight = false;
@@ -1192,13 +1110,13 @@ impl Cluster {
         }
         if self.join.as_ref().is_some_and(|(n, _)| *n == peer) {
             self.join = None;
-            self.actions.push_back(ClusterAction::JoinDone {
+            self.out.push(ClusterAction::JoinDone {
                 node: peer.clone(),
                 result: Ok(()),
             });
         }
         // The new link gets everything; the others hear about the membership change.
-        let members = LinkMessage::Members(self.member_entries());
+        let members = LinkMessage::Members(self.membership.entries());
         if changed {
             self.broadcast(&members);
         } else {
@@ -1317,7 +1235,7 @@ impl Cluster {
             tracing::info!(peer = %peer, resent = out.unacked.len(), "resending unacknowledged forwards");
         }
         for (_, frame) in &out.unacked {
-            self.actions.push_back(ClusterAction::Send {
+            self.out.push(ClusterAction::Send {
                 link,
                 frame: frame.clone(),
             });
@@ -1342,7 +1260,7 @@ impl Cluster {
         inbound.received = seq;
         let ack = inbound.take_ack(ACK_EVERY);
         self.metrics.forwards_received += 1;
-        self.actions.push_back(ClusterAction::Deliver(publish));
+        self.out.push(ClusterAction::Deliver(publish));
         if let Some(upto) = ack {
             self.send(link, &LinkMessage::Ack(upto));
         }
@@ -1367,7 +1285,7 @@ impl Cluster {
             }
             LinkMessage::Forward(publish) => {
                 self.metrics.forwards_received += 1;
-                self.actions.push_back(ClusterAction::Deliver(publish));
+                self.out.push(ClusterAction::Deliver(publish));
             }
             LinkMessage::ForwardSeq { seq, publish } => {
                 self.numbered_forward(link, &peer, seq, publish);
@@ -1394,87 +1312,17 @@ impl Cluster {
 
     // ---- membership --------------------------------------------------------------------
 
-    fn member_entries(&self) -> Vec<MemberEntry> {
-        let me = MemberEntry {
-            node: self.cfg.node.to_string(),
-            port: self.cfg.port,
-            incarnation: self.incarnation,
-            left: self.left,
-        };
-        std::iter::once(me)
-            .chain(self.members.iter().map(|(node, m)| MemberEntry {
-                node: node.to_string(),
-                port: m.port,
-                incarnation: m.incarnation,
-                left: m.left,
-            }))
-            .collect()
-    }
-
     fn merge_members(&mut self, entries: &[MemberEntry], now: Duration) {
-        let mut changed = false;
-        let mut to_close = Vec::new();
-        for e in entries {
-            let Ok(node) = e.node.parse::<NodeName>() else {
-                tracing::debug!(node = %peer_text(&e.node), "ignoring a member with a bad name");
-                continue;
-            };
-            if node == self.cfg.node {
-                // We are the authority on ourselves: refute a stale "left" or a higher claim.
-                let stale = e.incarnation > self.incarnation
-                    || (e.incarnation == self.incarnation && e.left && !self.left);
-                if stale && !self.left {
-                    self.incarnation = e.incarnation.saturating_add(1);
-                    tracing::info!(
-                        incarnation = self.incarnation,
-                        "refuting a stale member entry"
-                    );
-                    changed = true;
-                }
-                continue;
-            }
-            match self.members.get_mut(&node) {
-                Some(m) => {
-                    let newer = e.incarnation > m.incarnation
-                        || (e.incarnation == m.incarnation && e.left && !m.left);
-                    if !newer {
-                        continue;
-                    }
-                    m.incarnation = e.incarnation;
-                    m.port = e.port;
-                    m.left = e.left;
-                    changed = true;
-                    if e.left {
-                        tracing::info!(peer = %node, "member left the cluster");
-                        if let Some(&link) = self.peers.get(&node) {
-                            to_close.push(link);
-                        }
-                    }
-                }
-                None => {
-                    self.members.insert(
-                        node.clone(),
-                        Member {
-                            port: e.port,
-                            incarnation: e.incarnation,
-                            left: e.left,
-                            down_since: (!self.peers.contains_key(&node)).then_some(now),
-                            was_up: false,
-                        },
-                    );
-                    if !e.left {
-                        tracing::info!(peer = %node, "learned a new member");
-                    }
-                    changed = true;
-                }
-            }
-        }
+        let peers = &self.peers;
+        let (changed, gone) = self
+            .membership
+            .merge(entries, now, |n| peers.contains_key(n));
+        let to_close: Vec<LinkId> = gone.iter().filter_map(|n| peers.get(n).copied()).collect();
         for link in to_close {
             self.close(link, now);
         }
-        self.members_dirty |= changed;
         if changed {
-            let members = LinkMessage::Members(self.member_entries());
+            let members = LinkMessage::Members(self.membership.entries());
             self.broadcast(&members);
             self.refresh_dials(now);
         }
@@ -1487,7 +1335,7 @@ impl Cluster {
         {
             return Some(*port);
         }
-        if self.left || self.peers.contains_key(node) || *node == self.cfg.node {
+        if self.membership.left() || self.peers.contains_key(node) || *node == self.cfg.node {
             return None;
         }
         // Heard by multicast just now: it is up, whatever an old tombstone says (a tombstoned
@@ -1495,7 +1343,7 @@ impl Cluster {
         if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard.get(node)) {
             return Some(heard.port);
         }
-        let member = self.members.get(node);
+        let member = self.membership.members().get(node);
         if member.is_some_and(|m| m.left) {
             return None;
         }
@@ -1521,7 +1369,7 @@ impl Cluster {
         if let Some(m) = &self.mcast {
             wanted.extend(m.heard.keys().cloned());
         }
-        wanted.extend(self.members.keys().cloned());
+        wanted.extend(self.membership.members().keys().cloned());
         wanted.retain(|n| self.dial_target(n).is_some());
         self.dials
             .retain(|node, dial| dial.in_flight || wanted.contains(node));
@@ -1553,12 +1401,7 @@ impl Cluster {
             .iter()
             .filter(|(node, d)| !d.in_flight && !self.peers.contains_key(*node))
             .map(|(_, d)| d.next_at);
-        let cleans = self.cfg.autoclean.into_iter().flat_map(|after| {
-            self.members
-                .values()
-                .filter(|m| !m.left)
-                .filter_map(move |m| m.down_since.map(|at| at + after))
-        });
+        let cleans = self.membership.poll_timeout();
         let announce = self.mcast.as_ref().and_then(|m| m.next_announce);
         let buffers = self
             .outs
@@ -1601,7 +1444,7 @@ impl Cluster {
         if !beat.is_empty() {
             let frame = wire::encode(&LinkMessage::Heartbeat);
             for link in beat {
-                self.actions.push_back(ClusterAction::Send {
+                self.out.push(ClusterAction::Send {
                     link,
                     frame: frame.clone(),
                 });
@@ -1610,8 +1453,7 @@ impl Cluster {
                 let inbound = peer.and_then(|p| self.ins.get_mut(p));
                 if let Some(upto) = inbound.and_then(|i| i.take_ack(1)) {
                     let ack = wire::encode(&LinkMessage::Ack(upto));
-                    self.actions
-                        .push_back(ClusterAction::Send { link, frame: ack });
+                    self.out.push(ClusterAction::Send { link, frame: ack });
                 }
             }
         }
@@ -1641,27 +1483,10 @@ impl Cluster {
             self.metrics.links_rejected += 1;
             self.close(link, now);
         }
-        if let Some(after) = self.cfg.autoclean {
-            let expired: Vec<NodeName> = self
-                .members
-                .iter()
-                .filter(|(_, m)| !m.left && m.down_since.is_some_and(|at| at + after <= now))
-                .map(|(n, _)| n.clone())
-                .collect();
-            for node in &expired {
-                tracing::info!(peer = %node, "forgetting a member stopped for {after:?} (autoclean)");
-                if let Some(m) = self.members.get_mut(node) {
-                    // A tombstone at the same incarnation: gossip cannot resurrect it, a restart
-                    // (higher incarnation) can.
-                    m.left = true;
-                }
-            }
-            self.members_dirty |= !expired.is_empty();
-            if !expired.is_empty() {
-                let members = LinkMessage::Members(self.member_entries());
-                self.broadcast(&members);
-                self.refresh_dials(now);
-            }
+        if self.membership.handle_timeout(now) {
+            let members = LinkMessage::Members(self.membership.entries());
+            self.broadcast(&members);
+            self.refresh_dials(now);
         }
         self.announce_due(now);
         let due: Vec<NodeName> = self
@@ -1677,7 +1502,7 @@ impl Cluster {
             if let Some(dial) = self.dials.get_mut(&node) {
                 dial.in_flight = true;
             }
-            self.actions.push_back(ClusterAction::Dial {
+            self.out.push(ClusterAction::Dial {
                 host: node.host().to_string(),
                 node,
                 port,
@@ -1695,8 +1520,7 @@ impl Cluster {
         if m.next_announce.is_none_or(|at| at > now) {
             return;
         }
-        self.actions
-            .push_back(ClusterAction::Announce(m.ping.clone()));
+        self.out.push(ClusterAction::Announce(m.ping.clone()));
         self.metrics.announces_sent += 1;
         let permille = self.rng.random_range(750..1250u32);
         m.next_announce = Some(now + m.interval * permille / 1000);
@@ -1769,7 +1593,7 @@ impl Cluster {
 
     /// An authenticated announce from `node`: the lower name dials, the higher answers pings.
     fn heard(&mut self, node: NodeName, port: u16, kind: Kind, from: SocketAddr, now: Duration) {
-        if self.left || self.peers.contains_key(&node) {
+        if self.membership.left() || self.peers.contains_key(&node) {
             return;
         }
         let Some(m) = &mut self.mcast else {
@@ -1789,7 +1613,7 @@ impl Cluster {
             self.refresh_dials(now);
         } else if kind == Kind::Ping {
             tracing::debug!(peer = %node, %from, "heard by multicast; answering so it dials us");
-            self.actions.push_back(ClusterAction::Datagram {
+            self.out.push(ClusterAction::Datagram {
                 to: from,
                 bytes: m.pong.clone(),
             });
@@ -1873,7 +1697,7 @@ impl Cluster {
         } else if !dest.is_empty() {
             let frame = wire::encode_forward(publish, &mut self.frame_buf);
             for &link in &dest {
-                self.actions.push_back(ClusterAction::Send {
+                self.out.push(ClusterAction::Send {
                     link,
                     frame: frame.clone(),
                 });
@@ -1908,7 +1732,7 @@ impl Cluster {
         out.bytes += frame.len();
         out.unacked.push_back((seq, frame.clone()));
         if let Some(link) = link.filter(|_| !out.paused) {
-            self.actions.push_back(ClusterAction::Send { link, frame });
+            self.out.push(ClusterAction::Send { link, frame });
         }
         true
     }
@@ -1923,36 +1747,29 @@ impl Cluster {
             result,
         };
         if node == self.cfg.node {
-            self.actions
-                .push_back(done(Err("cannot join the node itself".into())));
+            self.out
+                .push(done(Err("cannot join the node itself".into())));
             return;
         }
-        if self.left {
+        if self.membership.rejoin() {
             // Our "left" tombstone at the others must lose to the new membership.
-            self.left = false;
-            self.incarnation = self.incarnation.saturating_add(1);
             if let Some(m) = &mut self.mcast {
                 m.next_announce = Some(now);
                 m.interval = ANNOUNCE_FIRST;
             }
         }
         if self.peers.contains_key(&node) {
-            self.actions.push_back(done(Ok(())));
+            self.out.push(done(Ok(())));
             return;
         }
         if let Some((old, _)) = self.join.take() {
-            self.actions.push_back(ClusterAction::JoinDone {
+            self.out.push(ClusterAction::JoinDone {
                 node: old,
                 result: Err("superseded by another join".into()),
             });
         }
         let port = seed.port_or(self.cfg.default_port);
-        if let Some(m) = self.members.get_mut(&node)
-            && m.left
-        {
-            // Joining a node we had forgotten: forget the tombstone too.
-            self.members.remove(&node);
-        }
+        self.membership.forget_tombstone(&node);
         self.join = Some((node.clone(), port));
         self.dials.insert(
             node,
@@ -1967,19 +1784,14 @@ impl Cluster {
 
     /// `ctl cluster leave`: tell every member we leave, close every link, stop dialling.
     pub fn leave(&mut self, now: Duration) -> Result<(), String> {
-        if self.left || self.members.values().all(|m| m.left) {
-            return Err("node is not in a cluster".into());
-        }
-        self.incarnation = self.incarnation.saturating_add(1);
-        self.left = true;
-        let members = LinkMessage::Members(self.member_entries());
+        self.membership.leave()?;
+        let members = LinkMessage::Members(self.membership.entries());
         self.broadcast(&members);
         let links: Vec<LinkId> = self.links.keys().copied().collect();
         for link in links {
             self.close(link, now);
         }
-        self.members.clear();
-        self.members_dirty = true;
+        self.membership.forget_all();
         self.dials.clear();
         self.join = None;
         let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
@@ -1996,20 +1808,11 @@ impl Cluster {
 
     /// `ctl cluster force-leave NODE`: remove a member (normally a stopped one).
     pub fn force_leave(&mut self, node: &NodeName, now: Duration) -> Result<(), String> {
-        if *node == self.cfg.node {
-            return Err("cannot remove the local node (use leave)".into());
-        }
-        let Some(m) = self.members.get_mut(node).filter(|m| !m.left) else {
-            return Err(format!("{node} is not a member of the cluster"));
-        };
-        m.incarnation = m.incarnation.saturating_add(1);
-        m.left = true;
-        self.members_dirty = true;
-        tracing::info!(peer = %node, "removing a member (force-leave)");
+        self.membership.force_leave(node)?;
         if let Some(&link) = self.peers.get(node) {
             self.close(link, now);
         }
-        let members = LinkMessage::Members(self.member_entries());
+        let members = LinkMessage::Members(self.membership.entries());
         self.broadcast(&members);
         self.refresh_dials(now);
         Ok(())
@@ -2028,23 +1831,7 @@ impl Cluster {
 
     /// Running and stopped members, sorted.
     pub fn status(&self) -> ClusterStatus {
-        let mut running = vec![self.cfg.node.to_string()];
-        let mut stopped = Vec::new();
-        for (node, m) in &self.members {
-            if m.left {
-                continue;
-            }
-            if self.peers.contains_key(node) {
-                running.push(node.to_string());
-            } else {
-                stopped.push(node.to_string());
-            }
-        }
-        running.sort();
-        ClusterStatus {
-            running_nodes: running,
-            stopped_nodes: stopped,
-        }
+        self.membership.status(|n| self.peers.contains_key(n))
     }
 
     /// The route table, local routes included, sorted by filter; nodes sorted per filter.

@@ -957,10 +957,10 @@ fn membership_merge_keeps_the_higher_incarnation_and_left_wins_ties() {
     h.nodes[0].handle_frame(link, &frame[4..], now);
     assert!(h.stopped(0).is_empty());
     // A stale "you left" about ourselves is refuted with a higher incarnation.
-    let before = h.nodes[0].incarnation;
+    let before = h.nodes[0].membership.incarnation();
     let frame = gossip(vec![entry("n1@10.0.0.1", before, true)]);
     h.nodes[0].handle_frame(link, &frame[4..], now);
-    assert!(h.nodes[0].incarnation > before);
+    assert!(h.nodes[0].membership.incarnation() > before);
     assert_eq!(h.running(0), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
 }
 
@@ -1671,8 +1671,11 @@ fn bad_lines_of_a_member_list_file_are_skipped() {
     assert_eq!(c.status().stopped_nodes, vec!["n2@10.0.0.2", "n4@fd00::4"]);
     // What a node writes, it reads back (IPv6 hosts included).
     let mut again = lone_n1(Discovery::Manual);
-    assert_eq!(again.restore_members(&c.members_file(), Duration::ZERO), 2);
-    assert_eq!(again.members_file(), c.members_file());
+    assert_eq!(
+        again.restore_members(&c.membership.file(), Duration::ZERO),
+        2
+    );
+    assert_eq!(again.membership.file(), c.membership.file());
     c.handle_timeout(Duration::ZERO);
     let dials: Vec<(String, u16)> = actions(&mut c)
         .into_iter()
