@@ -62,6 +62,7 @@
 
 pub mod discovery;
 pub mod handshake;
+mod mcast;
 mod membership;
 pub mod name;
 pub mod routes;
@@ -79,8 +80,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::log_limit::{LogLimiter, peer_text};
-use discovery::{DropReason, Kind};
 use handshake::{Role, Transcript};
+use mcast::Announcer;
 use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use routes::RouteTable;
@@ -108,12 +109,6 @@ pub const MAX_PENDING_HANDSHAKES: usize = 64;
 const STABLE_LINK: Duration = Duration::from_secs(30);
 /// The reject reason sent when a peer's frame was oversize or empty.
 const BAD_FRAMING: &str = "bad framing";
-/// Multicast announces start this often and double up to `ANNOUNCE_MAX`.
-const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
-const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
-/// A node heard by multicast and not heard again for this long is no longer dialled (unless it
-/// became a member).
-const DISCOVERED_TTL: Duration = Duration::from_secs(15);
 /// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
 const FORWARD_BUFFER_WINDOW: Duration = Duration::from_secs(30);
 /// Per-node bounds of the forward buffer (unacknowledged + buffered while down).
@@ -336,28 +331,6 @@ impl Link {
     }
 }
 
-/// A node heard by multicast that we (the lower name) should dial.
-#[derive(Debug, Clone)]
-struct Heard {
-    port: u16,
-    at: Duration,
-}
-
-/// Multicast discovery state (`cluster.discovery = mcast`).
-#[derive(Debug)]
-struct Mcast {
-    /// Random per start: our own looped-back announces carry it.
-    instance: u64,
-    digest: [u8; discovery::DIGEST_LEN],
-    ping: Bytes,
-    pong: Bytes,
-    /// `None` while the node has left the cluster.
-    next_announce: Option<Duration>,
-    interval: Duration,
-    heard: BTreeMap<NodeName, Heard>,
-    drops: LogLimiter<DropReason>,
-}
-
 /// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
 #[derive(Debug, Default)]
 struct OutStream {
@@ -475,7 +448,7 @@ pub struct Cluster {
     /// Reused by every forward so the publish path does not allocate for the destination list.
     scratch: Vec<LinkId>,
     frame_buf: BytesMut,
-    mcast: Option<Mcast>,
+    mcast: Option<Announcer>,
     outs: BTreeMap<NodeName, OutStream>,
     ins: BTreeMap<NodeName, InStream>,
     /// Links lost to bad framing or protocol errors per peer, since its last stable link: the
@@ -491,8 +464,11 @@ impl Cluster {
     /// A cluster core; `incarnation` should grow across restarts (the node uses its start time in
     /// ms) and `rng_seed` seeds nonces and jitter.
     pub fn new(cfg: ClusterConfig, incarnation: u64, rng_seed: u64, now: Duration) -> Cluster {
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        let mcast =
+            (cfg.discovery == Discovery::Mcast).then(|| Announcer::new(&cfg, &mut rng, now));
         let mut cluster = Cluster {
-            rng: StdRng::seed_from_u64(rng_seed),
+            rng,
             membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
@@ -504,7 +480,7 @@ impl Cluster {
             metrics: ClusterMetrics::default(),
             scratch: Vec::new(),
             frame_buf: BytesMut::new(),
-            mcast: None,
+            mcast,
             outs: BTreeMap::new(),
             ins: BTreeMap::new(),
             strikes: BTreeMap::new(),
@@ -512,27 +488,6 @@ impl Cluster {
             link_log: LogLimiter::new(DROP_LOG_EVERY),
             last_sync: 0,
         };
-        if cluster.cfg.discovery == Discovery::Mcast {
-            let instance = cluster.rng.random();
-            let sender = discovery::Sender {
-                protocol: PROTOCOL_VERSION,
-                port: cluster.cfg.port,
-                instance,
-                node: cluster.cfg.node.as_str(),
-                cluster: &cluster.cfg.cluster_name,
-                cookie: &cluster.cfg.cookie,
-            };
-            cluster.mcast = Some(Mcast {
-                instance,
-                digest: discovery::cookie_digest(&cluster.cfg.cluster_name, &cluster.cfg.cookie),
-                ping: discovery::encode(Kind::Ping, &sender),
-                pong: discovery::encode(Kind::Pong, &sender),
-                next_announce: Some(now),
-                interval: ANNOUNCE_FIRST,
-                heard: BTreeMap::new(),
-                drops: LogLimiter::new(DROP_LOG_EVERY),
-            });
-        }
         cluster.refresh_dials(now);
         cluster
     }
@@ -1106,7 +1061,7 @@ impl Cluster {
             dial.in_flight = false;
         }
         if let Some(m) = &mut self.mcast {
-            m.heard.remove(&peer);
+            m.forget(&peer);
         }
         if self.join.as_ref().is_some_and(|(n, _)| *n == peer) {
             self.join = None;
@@ -1340,7 +1295,7 @@ impl Cluster {
         }
         // Heard by multicast just now: it is up, whatever an old tombstone says (a tombstoned
         // node that is still running refutes it once linked, as with static seeds).
-        if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard.get(node)) {
+        if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard().get(node)) {
             return Some(heard.port);
         }
         let member = self.membership.members().get(node);
@@ -1367,7 +1322,7 @@ impl Cluster {
             wanted.extend(self.cfg.seeds.iter().map(|s| s.node.clone()));
         }
         if let Some(m) = &self.mcast {
-            wanted.extend(m.heard.keys().cloned());
+            wanted.extend(m.heard().keys().cloned());
         }
         wanted.extend(self.membership.members().keys().cloned());
         wanted.retain(|n| self.dial_target(n).is_some());
@@ -1402,7 +1357,7 @@ impl Cluster {
             .filter(|(node, d)| !d.in_flight && !self.peers.contains_key(*node))
             .map(|(_, d)| d.next_at);
         let cleans = self.membership.poll_timeout();
-        let announce = self.mcast.as_ref().and_then(|m| m.next_announce);
+        let announce = self.mcast.as_ref().and_then(Announcer::poll_timeout);
         let buffers = self
             .outs
             .values()
@@ -1488,7 +1443,13 @@ impl Cluster {
             self.broadcast(&members);
             self.refresh_dials(now);
         }
-        self.announce_due(now);
+        if let Some(m) = &mut self.mcast {
+            let dials = &self.dials;
+            let in_flight = |node: &NodeName| dials.get(node).is_some_and(|d| d.in_flight);
+            if m.handle_timeout(now, &mut self.rng, &mut self.out, in_flight) {
+                self.refresh_dials(now);
+            }
+        }
         let due: Vec<NodeName> = self
             .dials
             .iter()
@@ -1512,127 +1473,24 @@ impl Cluster {
 
     // ---- multicast discovery -----------------------------------------------------------
 
-    /// Sends the next announce when it is due and forgets nodes not heard for a while.
-    fn announce_due(&mut self, now: Duration) {
-        let Some(m) = &mut self.mcast else {
-            return;
-        };
-        if m.next_announce.is_none_or(|at| at > now) {
-            return;
-        }
-        self.out.push(ClusterAction::Announce(m.ping.clone()));
-        self.metrics.announces_sent += 1;
-        let permille = self.rng.random_range(750..1250u32);
-        m.next_announce = Some(now + m.interval * permille / 1000);
-        m.interval = (m.interval * 2).min(ANNOUNCE_MAX);
-        let dials = &self.dials;
-        let before = m.heard.len();
-        m.heard.retain(|node, h| {
-            h.at + DISCOVERED_TTL > now || dials.get(node).is_some_and(|d| d.in_flight)
-        });
-        if m.heard.len() != before {
-            self.refresh_dials(now);
-        }
-    }
-
     /// A datagram arrived on a discovery socket from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
-        let Some(m) = &self.mcast else {
-            return;
-        };
-        let announce = match discovery::decode(bytes) {
-            Ok(a) => a,
-            Err(e) => {
-                return self.drop_datagram(DropReason::Malformed, from, &e.to_string(), now);
-            }
-        };
-        if announce.cluster != self.cfg.cluster_name {
-            let why = format!("announce for cluster '{}'", peer_text(announce.cluster));
-            return self.drop_datagram(DropReason::OtherCluster, from, &why, now);
-        }
-        if announce.protocol != PROTOCOL_VERSION {
-            let why = format!(
-                "{} speaks link protocol {} (we speak {PROTOCOL_VERSION})",
-                peer_text(announce.node),
-                announce.protocol
-            );
-            return self.drop_datagram(DropReason::Protocol, from, &why, now);
-        }
-        if announce.digest != m.digest {
-            let why = format!(
-                "{} announces itself with another node.cookie; it will not be dialled",
-                peer_text(announce.node)
-            );
-            return self.drop_datagram(DropReason::Cookie, from, &why, now);
-        }
-        if !announce.verify(&self.cfg.cookie) {
-            let why = format!(
-                "announce claiming to be {} fails the HMAC",
-                peer_text(announce.node)
-            );
-            return self.drop_datagram(DropReason::Forged, from, &why, now);
-        }
-        if announce.node == self.cfg.node.as_str() {
-            if announce.instance == m.instance {
-                return; // our own announce, looped back
-            }
-            let why = format!("another node announces our node name {}", self.cfg.node);
-            return self.drop_datagram(DropReason::DuplicateName, from, &why, now);
-        }
-        let node = match announce.node.parse::<NodeName>() {
-            Ok(node) => node,
-            Err(e) => {
-                let why = format!("bad node name '{}': {e}", peer_text(announce.node));
-                return self.drop_datagram(DropReason::BadName, from, &why, now);
-            }
-        };
-        self.metrics.datagrams_received += 1;
-        let (kind, port) = (announce.kind, announce.port);
-        self.heard(node, port, kind, from, now);
-    }
-
-    /// An authenticated announce from `node`: the lower name dials, the higher answers pings.
-    fn heard(&mut self, node: NodeName, port: u16, kind: Kind, from: SocketAddr, now: Duration) {
-        if self.membership.left() || self.peers.contains_key(&node) {
-            return;
-        }
         let Some(m) = &mut self.mcast else {
             return;
         };
-        if self.cfg.node < node {
-            let heard = Heard { port, at: now };
-            if m.heard.insert(node.clone(), heard).is_none() {
-                tracing::info!(peer = %node, %from, "heard by multicast; dialling it");
-            }
-            // It is up right now: dial at once, but keep counting failed attempts.
-            if let Some(dial) = self.dials.get_mut(&node)
-                && !dial.in_flight
-            {
-                dial.next_at = dial.next_at.min(now);
-            }
-            self.refresh_dials(now);
-        } else if kind == Kind::Ping {
-            tracing::debug!(peer = %node, %from, "heard by multicast; answering so it dials us");
-            self.out.push(ClusterAction::Datagram {
-                to: from,
-                bytes: m.pong.clone(),
-            });
-        }
-    }
-
-    fn drop_datagram(&mut self, reason: DropReason, from: SocketAddr, why: &str, now: Duration) {
-        self.metrics.datagrams_dropped += 1;
-        let Some(m) = &mut self.mcast else {
+        let peers = &self.peers;
+        let left = self.membership.left();
+        let linked = |node: &NodeName| peers.contains_key(node);
+        let Some(node) = m.handle_datagram(from, bytes, now, left, linked, &mut self.out) else {
             return;
         };
-        if let Some(suppressed) = m.drops.admit(reason, now) {
-            tracing::warn!(
-                %from,
-                %reason,
-                suppressed,
-                "dropping a discovery datagram: {why}"
-            );
+        // It is up right now: dial at once, but keep counting failed attempts.
+        if let Some(dial) = self.dials.get_mut(&node)
+            && !dial.in_flight
+        {
+            dial.next_at = dial.next_at.min(now);
         }
+        self.refresh_dials(now);
     }
 
     // ---- routes and forwarding ---------------------------------------------------------
@@ -1754,8 +1612,7 @@ impl Cluster {
         if self.membership.rejoin() {
             // Our "left" tombstone at the others must lose to the new membership.
             if let Some(m) = &mut self.mcast {
-                m.next_announce = Some(now);
-                m.interval = ANNOUNCE_FIRST;
+                m.restart(now);
             }
         }
         if self.peers.contains_key(&node) {
@@ -1799,8 +1656,7 @@ impl Cluster {
             self.forget_streams(&node);
         }
         if let Some(m) = &mut self.mcast {
-            m.heard.clear();
-            m.next_announce = None;
+            m.stop();
         }
         tracing::info!("left the cluster");
         Ok(())
@@ -1869,12 +1725,17 @@ impl Cluster {
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();
+        let (announces_sent, datagrams_received, datagrams_dropped) =
+            self.mcast.as_ref().map_or((0, 0, 0), Announcer::counters);
         ClusterMetrics {
             links_up: self.peers.len() as u64,
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
             routes: (self.local_routes.len() + self.live_routes()) as u64,
             forwards_unacked: self.outs.values().map(|o| o.unacked.len() as u64).sum(),
+            announces_sent,
+            datagrams_received,
+            datagrams_dropped,
             ..self.metrics.clone()
         }
     }

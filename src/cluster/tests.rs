@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::mcast::ANNOUNCE_MAX;
 use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
 use super::*;
 use super::{Discovery, NodeName, SeedNode};
