@@ -60,6 +60,7 @@
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
 
+mod dialer;
 pub mod discovery;
 pub mod handshake;
 mod mcast;
@@ -80,6 +81,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::log_limit::{LogLimiter, peer_text};
+use dialer::{Dialer, Facts};
 use handshake::{Role, Transcript};
 use mcast::Announcer;
 use membership::Membership;
@@ -92,11 +94,6 @@ use wire::{
 
 /// A link is declared dead after this many heartbeat periods without a frame.
 const DEAD_AFTER_HEARTBEATS: u32 = 3;
-/// First reconnect delay; doubled per failed attempt up to the cap.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// The reconnect cap is this many heartbeats (at least `MIN_BACKOFF_CAP`).
-const BACKOFF_CAP_HEARTBEATS: u32 = 5;
-const MIN_BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// A connect or handshake taking longer than this many heartbeats (at least 1 s) is abandoned.
 const HANDSHAKE_HEARTBEATS: u32 = 3;
 const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -105,8 +102,6 @@ const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
 /// Accepted links allowed in their handshake at once; more are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
-/// A link up this long before it breaks clears its peer's strikes (see `Cluster::strikes`).
-const STABLE_LINK: Duration = Duration::from_secs(30);
 /// The reject reason sent when a peer's frame was oversize or empty.
 const BAD_FRAMING: &str = "bad framing";
 /// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
@@ -393,13 +388,6 @@ impl InStream {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Dial {
-    attempt: u32,
-    next_at: Duration,
-    in_flight: bool,
-}
-
 /// The actions queued for the driver, in the order the parts produced them. Every part that
 /// emits frames or actions takes `&mut Outbox`.
 #[derive(Debug, Default)]
@@ -438,9 +426,7 @@ pub struct Cluster {
     links: BTreeMap<LinkId, Link>,
     /// The one authenticated link per peer.
     peers: BTreeMap<NodeName, LinkId>,
-    dials: BTreeMap<NodeName, Dial>,
-    /// A pending `ctl cluster join`: the node and its cluster port.
-    join: Option<(NodeName, u16)>,
+    dialer: Dialer,
     local_routes: BTreeSet<String>,
     routes: RouteTable,
     out: Outbox,
@@ -451,9 +437,6 @@ pub struct Cluster {
     mcast: Option<Announcer>,
     outs: BTreeMap<NodeName, OutStream>,
     ins: BTreeMap<NodeName, InStream>,
-    /// Links lost to bad framing or protocol errors per peer, since its last stable link: the
-    /// backoff attempt its next dial starts from.
-    strikes: BTreeMap<NodeName, u32>,
     /// Warnings about refused or broken links, at most one per reason per `DROP_LOG_EVERY`.
     link_log: LogLimiter<&'static str>,
     /// The last bulk transfer number used.
@@ -472,8 +455,7 @@ impl Cluster {
             membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
-            dials: BTreeMap::new(),
-            join: None,
+            dialer: Dialer::new(&cfg),
             local_routes: BTreeSet::new(),
             routes: RouteTable::new(),
             out: Outbox::default(),
@@ -483,7 +465,6 @@ impl Cluster {
             mcast,
             outs: BTreeMap::new(),
             ins: BTreeMap::new(),
-            strikes: BTreeMap::new(),
             cfg,
             link_log: LogLimiter::new(DROP_LOG_EVERY),
             last_sync: 0,
@@ -611,40 +592,15 @@ impl Cluster {
     /// A dial (`ClusterAction::Dial`) failed before a connection existed.
     pub fn dial_failed(&mut self, node: &NodeName, reason: &str, now: Duration) {
         tracing::debug!(peer = %node, reason, "dial failed");
-        self.dial_done(node, Err(format!("cannot reach {node}: {reason}")), now);
+        self.dial_done(node, format!("cannot reach {node}: {reason}"), now);
     }
 
-    /// A dial attempt for `node` ended without a link up: back off, and answer a pending join.
-    fn dial_done(&mut self, node: &NodeName, result: Result<(), String>, now: Duration) {
-        if let Err(reason) = &result
-            && self.join.as_ref().is_some_and(|(n, _)| n == node)
-        {
-            self.join = None;
-            self.out.push(ClusterAction::JoinDone {
-                node: node.clone(),
-                result: Err(reason.clone()),
-            });
-        }
-        if let Some(attempt) = self.dials.get(node).map(|d| d.attempt.saturating_add(1)) {
-            let wait = self.backoff(attempt);
-            if let Some(dial) = self.dials.get_mut(node) {
-                dial.attempt = attempt;
-                dial.in_flight = false;
-                dial.next_at = now + wait;
-            }
-        }
+    /// A dial attempt for `node` ended without a link up (`why`): back off, and fail a pending
+    /// join of it.
+    fn dial_done(&mut self, node: &NodeName, why: String, now: Duration) {
+        self.dialer
+            .failed(node, why, now, &mut self.rng, &mut self.out);
         self.refresh_dials(now);
-    }
-
-    /// Capped exponential backoff with jitter: half the delay fixed, half random.
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        let cap = (self.cfg.heartbeat * BACKOFF_CAP_HEARTBEATS).max(MIN_BACKOFF_CAP);
-        let exp = BACKOFF_BASE
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(cap);
-        let half = exp / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(self.rng.random_range(0..=jitter_ms))
     }
 
     /// The link broke (EOF, I/O error, bad framing, slow peer).
@@ -730,19 +686,18 @@ impl Cluster {
     fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, bad: bool, now: Duration) {
         if let LinkState::Up { peer, since, .. } = &l.state {
             if self.peers.get(peer) == Some(&link) {
-                let stable = now.saturating_sub(*since) >= STABLE_LINK;
-                self.peer_down(peer, bad, stable, now);
+                self.peer_down(peer, bad, now.saturating_sub(*since), now);
             }
             return;
         }
         if let Some(node) = &l.dialed {
-            self.dial_done(node, Err(why.to_owned()), now);
+            self.dial_done(node, why.to_owned(), now);
         }
     }
 
-    /// `bad`: the link went for bad framing or a protocol error; `stable`: it had been up for
-    /// `STABLE_LINK`.
-    fn peer_down(&mut self, peer: &NodeName, bad: bool, stable: bool, now: Duration) {
+    /// `bad`: the link went for bad framing or a protocol error; `up_for`: how long it had been
+    /// up.
+    fn peer_down(&mut self, peer: &NodeName, bad: bool, up_for: Duration, now: Duration) {
         self.peers.remove(peer);
         let member = self.membership.link_down(peer, now);
         if member && !self.membership.left() {
@@ -755,34 +710,7 @@ impl Cluster {
             let purged = self.forget_streams(peer);
             tracing::info!(peer = %peer, purged_routes = purged, "node is down");
         }
-        if stable {
-            self.strikes.remove(peer);
-        }
-        let attempt = if bad {
-            let strikes = self.strikes.entry(peer.clone()).or_default();
-            *strikes = strikes.saturating_add(1);
-            *strikes
-        } else {
-            0
-        };
-        let first = self.backoff(attempt);
-        if bad {
-            tracing::info!(peer = %peer, attempt, "link broke on a protocol error; next dial in {first:?}");
-        }
-        if bad {
-            // A linked peer has no dial entry: make one, so the backoff holds (without it the
-            // next refresh would dial at once).
-            self.dials.entry(peer.clone()).or_insert(Dial {
-                attempt,
-                next_at: now,
-                in_flight: false,
-            });
-        }
-        if let Some(dial) = self.dials.get_mut(peer) {
-            dial.attempt = attempt;
-            dial.in_flight = false;
-            dial.next_at = now + first;
-        }
+        self.dialer.link_down(peer, bad, up_for, now, &mut self.rng);
         self.refresh_dials(now);
     }
 
@@ -975,7 +903,7 @@ impl Cluster {
                     self.out.close(link);
                     if let Some(node) = &l.dialed {
                         let why = format!("{node} refused the link: {}", peer_text(&reason));
-                        self.dial_done(node, Err(why), now);
+                        self.dial_done(node, why, now);
                     }
                 }
             }
@@ -1056,19 +984,9 @@ impl Cluster {
         tracing::info!(peer = %peer, addr = %new_addr, dialled_by = %dialer, "link up");
         self.peers.insert(peer.clone(), link);
         let changed = self.membership.link_up(&peer, port, incarnation);
-        if let Some(dial) = self.dials.get_mut(&peer) {
-            dial.attempt = 0;
-            dial.in_flight = false;
-        }
+        self.dialer.link_up(&peer, &mut self.out);
         if let Some(m) = &mut self.mcast {
             m.forget(&peer);
-        }
-        if self.join.as_ref().is_some_and(|(n, _)| *n == peer) {
-            self.join = None;
-            self.out.push(ClusterAction::JoinDone {
-                node: peer.clone(),
-                result: Ok(()),
-            });
         }
         // The new link gets everything; the others hear about the membership change.
         let members = LinkMessage::Members(self.membership.entries());
@@ -1283,58 +1201,15 @@ impl Cluster {
         }
     }
 
-    /// Where to dial `node`, if we should: a pending join, a static seed, or a joined member.
-    fn dial_target(&self, node: &NodeName) -> Option<u16> {
-        if let Some((join, port)) = &self.join
-            && join == node
-        {
-            return Some(*port);
-        }
-        if self.membership.left() || self.peers.contains_key(node) || *node == self.cfg.node {
-            return None;
-        }
-        // Heard by multicast just now: it is up, whatever an old tombstone says (a tombstoned
-        // node that is still running refutes it once linked, as with static seeds).
-        if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard().get(node)) {
-            return Some(heard.port);
-        }
-        let member = self.membership.members().get(node);
-        if member.is_some_and(|m| m.left) {
-            return None;
-        }
-        if self.cfg.discovery == Discovery::Static
-            && let Some(seed) = self.cfg.seeds.iter().find(|s| s.node == *node)
-        {
-            return Some(seed.port_or(self.cfg.default_port));
-        }
-        member
-            .filter(|m| self.cfg.autoheal || !m.was_up)
-            .map(|m| m.port)
-    }
-
     /// Brings the dial table in line with who we should be dialling.
     fn refresh_dials(&mut self, now: Duration) {
-        let mut wanted: Vec<NodeName> = Vec::new();
-        if let Some((node, _)) = &self.join {
-            wanted.push(node.clone());
-        }
-        if self.cfg.discovery == Discovery::Static {
-            wanted.extend(self.cfg.seeds.iter().map(|s| s.node.clone()));
-        }
-        if let Some(m) = &self.mcast {
-            wanted.extend(m.heard().keys().cloned());
-        }
-        wanted.extend(self.membership.members().keys().cloned());
-        wanted.retain(|n| self.dial_target(n).is_some());
-        self.dials
-            .retain(|node, dial| dial.in_flight || wanted.contains(node));
-        for node in wanted {
-            self.dials.entry(node).or_insert(Dial {
-                attempt: 0,
-                next_at: now,
-                in_flight: false,
-            });
-        }
+        let facts = Facts {
+            left: self.membership.left(),
+            peers: &self.peers,
+            members: self.membership.members(),
+            heard: self.mcast.as_ref().map(Announcer::heard),
+        };
+        self.dialer.refresh(now, &facts);
     }
 
     // ---- timers ------------------------------------------------------------------------
@@ -1351,11 +1226,7 @@ impl Cluster {
             } => (*next_heartbeat).min(*last_heard + dead_after),
             _ => l.opened_at + handshake_limit,
         });
-        let dials = self
-            .dials
-            .iter()
-            .filter(|(node, d)| !d.in_flight && !self.peers.contains_key(*node))
-            .map(|(_, d)| d.next_at);
+        let dials = self.dialer.poll_timeout(&self.peers);
         let cleans = self.membership.poll_timeout();
         let announce = self.mcast.as_ref().and_then(Announcer::poll_timeout);
         let buffers = self
@@ -1444,31 +1315,19 @@ impl Cluster {
             self.refresh_dials(now);
         }
         if let Some(m) = &mut self.mcast {
-            let dials = &self.dials;
-            let in_flight = |node: &NodeName| dials.get(node).is_some_and(|d| d.in_flight);
+            let dialer = &self.dialer;
+            let in_flight = |node: &NodeName| dialer.in_flight(node);
             if m.handle_timeout(now, &mut self.rng, &mut self.out, in_flight) {
                 self.refresh_dials(now);
             }
         }
-        let due: Vec<NodeName> = self
-            .dials
-            .iter()
-            .filter(|(node, d)| !d.in_flight && d.next_at <= now && !self.peers.contains_key(*node))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in due {
-            let Some(port) = self.dial_target(&node) else {
-                continue;
-            };
-            if let Some(dial) = self.dials.get_mut(&node) {
-                dial.in_flight = true;
-            }
-            self.out.push(ClusterAction::Dial {
-                host: node.host().to_string(),
-                node,
-                port,
-            });
-        }
+        let facts = Facts {
+            left: self.membership.left(),
+            peers: &self.peers,
+            members: self.membership.members(),
+            heard: self.mcast.as_ref().map(Announcer::heard),
+        };
+        self.dialer.handle_timeout(now, &facts, &mut self.out);
     }
 
     // ---- multicast discovery -----------------------------------------------------------
@@ -1484,12 +1343,7 @@ impl Cluster {
         let Some(node) = m.handle_datagram(from, bytes, now, left, linked, &mut self.out) else {
             return;
         };
-        // It is up right now: dial at once, but keep counting failed attempts.
-        if let Some(dial) = self.dials.get_mut(&node)
-            && !dial.in_flight
-        {
-            dial.next_at = dial.next_at.min(now);
-        }
+        self.dialer.heard(&node, now);
         self.refresh_dials(now);
     }
 
@@ -1619,23 +1473,9 @@ impl Cluster {
             self.out.push(done(Ok(())));
             return;
         }
-        if let Some((old, _)) = self.join.take() {
-            self.out.push(ClusterAction::JoinDone {
-                node: old,
-                result: Err("superseded by another join".into()),
-            });
-        }
-        let port = seed.port_or(self.cfg.default_port);
         self.membership.forget_tombstone(&node);
-        self.join = Some((node.clone(), port));
-        self.dials.insert(
-            node,
-            Dial {
-                attempt: 0,
-                next_at: now,
-                in_flight: false,
-            },
-        );
+        let port = seed.port_or(self.cfg.default_port);
+        self.dialer.join(node, port, now, &mut self.out);
         self.refresh_dials(now);
     }
 
@@ -1649,8 +1489,7 @@ impl Cluster {
             self.close(link, now);
         }
         self.membership.forget_all();
-        self.dials.clear();
-        self.join = None;
+        self.dialer.leave();
         let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
         for node in nodes {
             self.forget_streams(&node);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
+use super::dialer::{BACKOFF_BASE, MIN_BACKOFF_CAP, STABLE_LINK};
 use super::mcast::ANNOUNCE_MAX;
 use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
 use super::*;
@@ -693,7 +694,7 @@ fn a_framing_error_closes_the_link_with_a_reason_and_backs_off_growing() {
         h.settle();
         let min_wait = (BACKOFF_BASE * (1 << strike)).min(cap) / 2;
         for (i, peer) in [(0, &n2), (1, &n1)] {
-            let wait = h.nodes[i].dials[peer].next_at.saturating_sub(now);
+            let wait = h.nodes[i].dialer.next_at(peer).unwrap().saturating_sub(now);
             println!("strike {strike}: node {i} redials after {wait:?}");
             assert!(
                 wait >= min_wait,
@@ -712,7 +713,7 @@ fn a_framing_error_closes_the_link_with_a_reason_and_backs_off_growing() {
     let link = h.nodes[0].peers[&n2];
     let now = h.now;
     h.nodes[0].close(link, now);
-    let wait = h.nodes[0].dials[&n2].next_at.saturating_sub(now);
+    let wait = h.nodes[0].dialer.next_at(&n2).unwrap().saturating_sub(now);
     assert!(wait <= BACKOFF_BASE, "{wait:?}");
 }
 
@@ -1110,23 +1111,6 @@ fn cluster_status_renders_like_emqx() {
         status.render(),
         "Cluster status: [{running_nodes,['n1@127.0.0.1']},{stopped_nodes,['n2@127.0.0.2']}]"
     );
-}
-
-#[test]
-fn backoff_grows_is_capped_and_jittered() {
-    let mut c = lone_n1(Discovery::Manual);
-    let first = c.backoff(0);
-    assert!(
-        first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE,
-        "{first:?}"
-    );
-    let cap = MIN_BACKOFF_CAP;
-    for attempt in [10, 20, 40] {
-        let d = c.backoff(attempt);
-        assert!(d >= cap / 2 && d <= cap, "{d:?}");
-    }
-    let draws: BTreeSet<Duration> = (0..20).map(|_| c.backoff(5)).collect();
-    assert!(draws.len() > 1, "jitter varies the delay");
 }
 
 // ---- multicast discovery -------------------------------------------------------------------
