@@ -63,6 +63,7 @@
 mod dialer;
 pub mod discovery;
 pub mod handshake;
+mod links;
 mod mcast;
 mod membership;
 pub mod name;
@@ -77,33 +78,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use crate::log_limit::{LogLimiter, peer_text};
 use dialer::{Dialer, Facts};
-use handshake::{Role, Transcript};
+use links::{Gone, Inbound, Links};
 use mcast::Announcer;
 use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use routes::RouteTable;
-use wire::{
-    BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN,
-    PROTOCOL_VERSION,
-};
+use wire::{BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry};
 
-/// A link is declared dead after this many heartbeat periods without a frame.
-const DEAD_AFTER_HEARTBEATS: u32 = 3;
-/// A connect or handshake taking longer than this many heartbeats (at least 1 s) is abandoned.
-const HANDSHAKE_HEARTBEATS: u32 = 3;
-const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
 /// Reject are a few hundred bytes).
 pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
 /// Accepted links allowed in their handshake at once; more are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
-/// The reject reason sent when a peer's frame was oversize or empty.
-const BAD_FRAMING: &str = "bad framing";
 /// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
 const FORWARD_BUFFER_WINDOW: Duration = Duration::from_secs(30);
 /// Per-node bounds of the forward buffer (unacknowledged + buffered while down).
@@ -111,8 +101,6 @@ const FORWARD_BUFFER_MSGS: usize = 10_000;
 const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
 /// The receiver acknowledges at least every this many numbered forwards.
 const ACK_EVERY: u64 = 64;
-/// The reject reason of the losing link when both nodes dialled each other.
-const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -266,66 +254,6 @@ pub struct ClusterMetrics {
     pub handshakes_refused: u64,
 }
 
-/// What a peer said about itself in its Hello / Challenge.
-#[derive(Debug, Clone)]
-struct PeerHello {
-    node: NodeName,
-    port: u16,
-    incarnation: u64,
-    nonce: [u8; NONCE_LEN],
-}
-
-#[derive(Debug)]
-enum LinkState {
-    /// Accepted; waiting for the dialer's Hello.
-    AwaitHello,
-    /// Dialled; Hello sent, waiting for the Challenge.
-    AwaitChallenge { nonce: [u8; NONCE_LEN] },
-    /// Accepted; Challenge sent, waiting for the dialer's Proof.
-    AwaitProof {
-        peer: PeerHello,
-        nonce: [u8; NONCE_LEN],
-    },
-    /// Authenticated.
-    Up {
-        peer: NodeName,
-        incarnation: u64,
-        last_heard: Duration,
-        next_heartbeat: Duration,
-        /// When it came up.
-        since: Duration,
-        /// The bulk transfer being received on this link, until its last chunk.
-        assembly: Option<Assembly>,
-    },
-}
-
-/// A bulk set being received: the chunks so far of one transfer.
-#[derive(Debug)]
-struct Assembly {
-    sync: u64,
-    /// The index the next chunk must have.
-    next: u32,
-    body: BulkBody,
-}
-
-#[derive(Debug)]
-struct Link {
-    addr: SocketAddr,
-    /// The node we dialled, for links we opened.
-    dialed: Option<NodeName>,
-    opened_at: Duration,
-    state: LinkState,
-}
-
-impl Link {
-    fn up_peer(&self) -> Option<&NodeName> {
-        match &self.state {
-            LinkState::Up { peer, .. } => Some(peer),
-            _ => None,
-        }
-    }
-}
-
 /// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
 #[derive(Debug, Default)]
 struct OutStream {
@@ -423,9 +351,7 @@ pub struct Cluster {
     cfg: ClusterConfig,
     rng: StdRng,
     membership: Membership,
-    links: BTreeMap<LinkId, Link>,
-    /// The one authenticated link per peer.
-    peers: BTreeMap<NodeName, LinkId>,
+    links: Links,
     dialer: Dialer,
     local_routes: BTreeSet<String>,
     routes: RouteTable,
@@ -437,8 +363,6 @@ pub struct Cluster {
     mcast: Option<Announcer>,
     outs: BTreeMap<NodeName, OutStream>,
     ins: BTreeMap<NodeName, InStream>,
-    /// Warnings about refused or broken links, at most one per reason per `DROP_LOG_EVERY`.
-    link_log: LogLimiter<&'static str>,
     /// The last bulk transfer number used.
     last_sync: u64,
 }
@@ -453,8 +377,7 @@ impl Cluster {
         let mut cluster = Cluster {
             rng,
             membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
-            links: BTreeMap::new(),
-            peers: BTreeMap::new(),
+            links: Links::new(&cfg),
             dialer: Dialer::new(&cfg),
             local_routes: BTreeSet::new(),
             routes: RouteTable::new(),
@@ -466,7 +389,6 @@ impl Cluster {
             outs: BTreeMap::new(),
             ins: BTreeMap::new(),
             cfg,
-            link_log: LogLimiter::new(DROP_LOG_EVERY),
             last_sync: 0,
         };
         cluster.refresh_dials(now);
@@ -480,7 +402,7 @@ impl Cluster {
 
     /// How long a dial (connect) may take before the driver gives up.
     pub fn connect_timeout(&self) -> Duration {
-        (self.cfg.heartbeat * HANDSHAKE_HEARTBEATS).max(MIN_HANDSHAKE_TIMEOUT)
+        self.links.handshake_timeout()
     }
 
     /// Largest frame a peer may send.
@@ -488,31 +410,12 @@ impl Cluster {
         self.cfg.max_frame
     }
 
-    fn dead_after(&self) -> Duration {
-        self.cfg.heartbeat * DEAD_AFTER_HEARTBEATS
-    }
-
-    fn nonce(&mut self) -> [u8; NONCE_LEN] {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce);
-        nonce
-    }
-
     fn send(&mut self, link: LinkId, msg: &LinkMessage) {
         self.out.send(link, msg);
     }
 
     fn broadcast(&mut self, msg: &LinkMessage) {
-        if self.peers.is_empty() {
-            return;
-        }
-        let frame = wire::encode(msg);
-        for &link in self.peers.values() {
-            self.out.push(ClusterAction::Send {
-                link,
-                frame: frame.clone(),
-            });
-        }
+        self.links.broadcast(msg, &mut self.out);
     }
 
     /// The next queued action, in the order they were produced.
@@ -544,49 +447,10 @@ impl Cluster {
         dialed: Option<NodeName>,
         now: Duration,
     ) {
-        if dialed.is_none() {
-            let pending = self
-                .links
-                .values()
-                .filter(|l| l.dialed.is_none() && l.up_peer().is_none())
-                .count();
-            if pending >= MAX_PENDING_HANDSHAKES {
-                self.metrics.handshakes_refused += 1;
-                if let Some(suppressed) = self.link_log.admit("handshake cap", now) {
-                    tracing::warn!(
-                        %addr,
-                        suppressed,
-                        "closing a cluster connection: {MAX_PENDING_HANDSHAKES} handshakes already pending"
-                    );
-                }
-                self.out.close(link);
-                return;
-            }
-        }
-        let state = if dialed.is_some() {
-            let nonce = self.nonce();
-            let hello = LinkMessage::Hello {
-                protocol: PROTOCOL_VERSION,
-                cluster: self.cfg.cluster_name.clone(),
-                node: self.cfg.node.to_string(),
-                port: self.cfg.port,
-                incarnation: self.membership.incarnation(),
-                nonce,
-            };
-            self.send(link, &hello);
-            LinkState::AwaitChallenge { nonce }
-        } else {
-            LinkState::AwaitHello
-        };
-        self.links.insert(
-            link,
-            Link {
-                addr,
-                dialed,
-                opened_at: now,
-                state,
-            },
-        );
+        let incarnation = self.membership.incarnation();
+        let (rng, out) = (&mut self.rng, &mut self.out);
+        self.links
+            .opened(link, addr, dialed, now, incarnation, rng, out);
     }
 
     /// A dial (`ClusterAction::Dial`) failed before a connection existed.
@@ -608,97 +472,30 @@ impl Cluster {
     /// After `LinkLoss::Frame` the driver keeps the link's writer until the `Close` this queues
     /// (after a `Reject` telling the peer why), whether or not the core still knew the link.
     pub fn link_lost(&mut self, link: LinkId, why: LinkLoss, now: Duration) {
-        let Some(l) = self.links.remove(&link) else {
-            if matches!(why, LinkLoss::Frame(_)) {
-                self.out.close(link);
-            }
-            return;
-        };
-        let who = describe(&l);
-        let bad = match &why {
-            LinkLoss::Io => {
-                tracing::info!(peer = %who, "link closed");
-                false
-            }
-            LinkLoss::Frame(e) => {
-                self.metrics.links_rejected += 1;
-                if let Some(suppressed) = self.link_log.admit(BAD_FRAMING, now) {
-                    tracing::warn!(peer = %who, error = %e, suppressed, "closing link: bad framing");
-                }
-                let reject = LinkMessage::Reject {
-                    reason: BAD_FRAMING.into(),
-                };
-                self.send(link, &reject);
-                self.out.close(link);
-                true
-            }
-            LinkLoss::SlowPeer => {
-                tracing::warn!(peer = %who, "closing link: peer does not read fast enough");
-                false
-            }
-        };
-        let why = "the connection was lost during the handshake";
-        self.after_link_gone(link, l, why, bad, now);
-    }
-
-    /// Closes a link on our side with a log line and a reason for the peer.
-    fn reject(&mut self, link: LinkId, reason: &'static str, log: &str, now: Duration) {
-        let Some(l) = self.links.remove(&link) else {
-            return;
-        };
-        if reason == DUPLICATE_LINK {
-            // Both sides dialled at once: expected while a cluster forms, not an error.
-            tracing::info!(peer = %describe(&l), reason = log, "closing a duplicate link");
-        } else {
-            self.metrics.links_rejected += 1;
-            if let Some(suppressed) = self.link_log.admit(reason, now) {
-                tracing::warn!(peer = %describe(&l), reason = log, suppressed, "refusing link");
-            }
-        }
-        self.send(
-            link,
-            &LinkMessage::Reject {
-                reason: reason.to_owned(),
-            },
-        );
-        self.out.close(link);
-        self.after_link_gone(link, l, log, reason != DUPLICATE_LINK, now);
+        let gone = self.links.lost(link, why, now, &mut self.out);
+        self.link_gone(gone, now);
     }
 
     /// Closes a link on our side without telling the peer anything.
     fn close(&mut self, link: LinkId, now: Duration) {
-        self.close_as(link, false, now);
+        let gone = self.links.close(link, false, now, &mut self.out);
+        self.link_gone(gone, now);
     }
 
-    /// Closes a link on our side without telling the peer anything; `bad`: because of a
-    /// protocol or framing error (a strike against the peer).
-    fn close_as(&mut self, link: LinkId, bad: bool, now: Duration) {
-        if let Some(l) = self.links.remove(&link) {
-            self.out.close(link);
-            let why = "the link was closed during the handshake";
-            self.after_link_gone(link, l, why, bad, now);
-        }
-    }
-
-    /// Bookkeeping once a link is gone: a peer down for an authenticated link, a failed dial
-    /// (answering a pending join with `why`) for one still in its handshake. `bad`: it went for
-    /// bad framing or a protocol error.
-    fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, bad: bool, now: Duration) {
-        if let LinkState::Up { peer, since, .. } = &l.state {
-            if self.peers.get(peer) == Some(&link) {
-                self.peer_down(peer, bad, now.saturating_sub(*since), now);
-            }
-            return;
-        }
-        if let Some(node) = &l.dialed {
-            self.dial_done(node, why.to_owned(), now);
+    /// What a link that went means for the other parts: a peer down for an authenticated link,
+    /// a failed dial (answering a pending join) for one we dialled that was still in its
+    /// handshake.
+    fn link_gone(&mut self, gone: Gone, now: Duration) {
+        match gone {
+            Gone::Peer { peer, bad, up_for } => self.peer_down(&peer, bad, up_for, now),
+            Gone::Dial { node, why } => self.dial_done(&node, why, now),
+            Gone::Quiet => {}
         }
     }
 
     /// `bad`: the link went for bad framing or a protocol error; `up_for`: how long it had been
     /// up.
     fn peer_down(&mut self, peer: &NodeName, bad: bool, up_for: Duration, now: Duration) {
-        self.peers.remove(peer);
         let member = self.membership.link_down(peer, now);
         if member && !self.membership.left() {
             // Keep its routes for the buffer window: QoS >= 1 forwards wait for its return.
@@ -730,192 +527,32 @@ impl Cluster {
 
     /// One frame payload (length prefix removed) arrived on `link`.
     pub fn handle_frame(&mut self, link: LinkId, payload: &[u8], now: Duration) {
-        if !self.links.contains_key(&link) {
-            return;
-        }
-        let msg = match wire::decode(payload) {
-            Ok(msg) => msg,
-            Err(e) => {
-                let log = format!("garbage from peer: {e}");
-                return self.reject(link, "undecodable frame", &log, now);
-            }
-        };
-        let Some(l) = self.links.get_mut(&link) else {
-            return;
-        };
-        if let LinkState::Up { last_heard, .. } = &mut l.state {
-            *last_heard = now;
-            let Some(peer) = l.up_peer().cloned() else {
-                return;
-            };
-            return self.handle_peer_message(link, peer, msg, now);
-        }
-        self.handle_handshake(link, msg, now);
-    }
-
-    fn check_hello(
-        &self,
-        protocol: u16,
-        cluster: &str,
-        node: &str,
-    ) -> Result<NodeName, (&'static str, String)> {
-        if protocol != PROTOCOL_VERSION {
-            return Err((
-                "unknown protocol version",
-                format!("unknown protocol version {protocol} (we speak {PROTOCOL_VERSION})"),
-            ));
-        }
-        if cluster != self.cfg.cluster_name {
-            return Err((
-                "cluster name mismatch",
-                format!(
-                    "peer is in cluster '{}', we are in '{}'",
-                    peer_text(cluster),
-                    self.cfg.cluster_name
-                ),
-            ));
-        }
-        let node: NodeName = node.parse().map_err(|e| {
-            let log = format!("bad node name '{}': {e}", peer_text(node));
-            ("bad node name", log)
-        })?;
-        if node == self.cfg.node {
-            return Err((
-                "duplicate node name",
-                format!("peer presents our own node name {node}"),
-            ));
-        }
-        Ok(node)
-    }
-
-    fn handle_handshake(&mut self, link: LinkId, msg: LinkMessage, now: Duration) {
-        let Some(l) = self.links.get(&link) else {
-            return;
-        };
-        match (&l.state, msg) {
-            (
-                LinkState::AwaitHello,
-                LinkMessage::Hello {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation,
-                    nonce,
-                },
-            ) => {
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => return self.reject(link, reason, &log, now),
-                };
-                if self.membership.left() {
-                    let log = format!("{peer} dialled us but this node has left the cluster");
-                    return self.reject(link, "node has left the cluster", &log, now);
+        let (incarnation, left) = (self.membership.incarnation(), self.membership.left());
+        let (rng, out) = (&mut self.rng, &mut self.out);
+        let inbound = self
+            .links
+            .handle_frame(link, payload, now, incarnation, left, rng, out);
+        match inbound {
+            Inbound::Nothing => {}
+            Inbound::Gone(gone) => self.link_gone(gone, now),
+            Inbound::Up {
+                peer,
+                port,
+                incarnation,
+            } => self.link_up(link, peer, port, incarnation, now),
+            Inbound::Bulk { peer, body, chunks } => match body {
+                BulkBody::Routes(filters) => {
+                    let (added, removed) = self.routes.replace(&peer, filters);
+                    tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
                 }
-                let our_nonce = self.nonce();
-                let proof = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: peer.as_str(),
-                    acceptor: self.cfg.node.as_str(),
-                    dialer_nonce: &nonce,
-                    acceptor_nonce: &our_nonce,
-                }
-                .proof(&self.cfg.cookie, Role::Acceptor);
-                let challenge = LinkMessage::Challenge {
-                    protocol: PROTOCOL_VERSION,
-                    cluster: self.cfg.cluster_name.clone(),
-                    node: self.cfg.node.to_string(),
-                    port: self.cfg.port,
-                    incarnation: self.membership.incarnation(),
-                    nonce: our_nonce,
-                    proof,
-                };
-                self.send(link, &challenge);
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.state = LinkState::AwaitProof {
-                        peer: PeerHello {
-                            node: peer,
-                            port,
-                            incarnation,
-                            nonce,
-                        },
-                        nonce: our_nonce,
-                    };
-                }
-            }
-            (
-                LinkState::AwaitChallenge { nonce: our_nonce },
-                LinkMessage::Challenge {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation,
-                    nonce,
-                    proof,
-                },
-            ) => {
-                let our_nonce = *our_nonce;
-                let expected = l.dialed.clone();
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => return self.reject(link, reason, &log, now),
-                };
-                if let Some(expected) = expected.filter(|e| *e != peer) {
-                    let log = format!("dialled {expected} but the peer is {peer}");
-                    return self.reject(link, "unexpected node name", &log, now);
-                }
-                let transcript = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: self.cfg.node.as_str(),
-                    acceptor: peer.as_str(),
-                    dialer_nonce: &our_nonce,
-                    acceptor_nonce: &nonce,
-                };
-                if !transcript.verify(&self.cfg.cookie, Role::Acceptor, &proof) {
-                    let log = format!("{peer} failed the cookie check (wrong node.cookie?)");
-                    return self.reject(link, "authentication failed", &log, now);
-                }
-                let our_proof = transcript.proof(&self.cfg.cookie, Role::Dialer);
-                self.send(link, &LinkMessage::Proof { proof: our_proof });
-                self.authenticated(link, peer, port, incarnation, now);
-            }
-            (LinkState::AwaitProof { peer, nonce }, LinkMessage::Proof { proof }) => {
-                let ok = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: peer.node.as_str(),
-                    acceptor: self.cfg.node.as_str(),
-                    dialer_nonce: &peer.nonce,
-                    acceptor_nonce: nonce,
-                }
-                .verify(&self.cfg.cookie, Role::Dialer, &proof);
-                let peer = peer.clone();
-                if !ok {
-                    let log = format!("{} failed the cookie check (wrong node.cookie?)", peer.node);
-                    return self.reject(link, "authentication failed", &log, now);
-                }
-                self.authenticated(link, peer.node, peer.port, peer.incarnation, now);
-            }
-            (_, LinkMessage::Reject { reason }) => {
-                let who = describe(l);
-                self.log_peer_reject(&who, &reason, "peer refused the link", now);
-                if let Some(l) = self.links.remove(&link) {
-                    self.out.close(link);
-                    if let Some(node) = &l.dialed {
-                        let why = format!("{node} refused the link: {}", peer_text(&reason));
-                        self.dial_done(node, why, now);
-                    }
-                }
-            }
-            (_, other) => {
-                let log = format!("unexpected {} during the handshake", message_name(&other));
-                self.reject(link, "protocol error", &log, now);
-            }
+            },
+            Inbound::Message { peer, msg } => self.handle_peer_message(link, peer, msg, now),
         }
     }
 
-    /// The handshake succeeded: resolve duplicates, then make the link the peer's link.
-    fn authenticated(
+    /// `link` is `peer`'s authenticated link now: membership, dialer and discovery hear of it,
+    /// then the peer gets the member list, our routes and our forward streams' state.
+    fn link_up(
         &mut self,
         link: LinkId,
         peer: NodeName,
@@ -923,66 +560,6 @@ impl Cluster {
         incarnation: u64,
         now: Duration,
     ) {
-        let Some(new) = self.links.get(&link) else {
-            return;
-        };
-        let new_dialer_is_us = new.dialed.is_some();
-        let new_addr = new.addr;
-        if let Some(&old_id) = self.peers.get(&peer) {
-            let Some(old) = self.links.get(&old_id) else {
-                return;
-            };
-            let old_incarnation = match old.state {
-                LinkState::Up { incarnation, .. } => incarnation,
-                _ => 0,
-            };
-            let lower_is_us = self.cfg.node < peer;
-            let prefers = |dialed_by_us: bool| dialed_by_us == lower_is_us;
-            let keep_new = incarnation > old_incarnation
-                || (incarnation == old_incarnation
-                    && prefers(new_dialer_is_us)
-                    && !prefers(old.dialed.is_some()));
-            if !keep_new {
-                let log = if incarnation < old_incarnation || old.addr.ip() != new_addr.ip() {
-                    format!(
-                        "{peer} is already linked from {}; refusing a second link claiming that name",
-                        old.addr
-                    )
-                } else {
-                    let lower = self.cfg.node.clone().min(peer.clone());
-                    format!("duplicate link to {peer}; keeping the one dialled by {lower}")
-                };
-                return self.reject(link, DUPLICATE_LINK, &log, now);
-            }
-            tracing::info!(peer = %peer, "replacing the link to a node with a newer one");
-            // The old link goes without a peer-down: the resync on the new one replaces routes.
-            self.peers.remove(&peer);
-            self.links.remove(&old_id);
-            self.out.close(old_id);
-        }
-        let heartbeat = self.cfg.heartbeat;
-        let Some(l) = self.links.get_mut(&link) else {
-            return;
-        };
-        l.state = LinkState::Up {
-            peer: peer.clone(),
-            incarnation,
-            last_heard: now,
-            next_heartbeat: now + heartbeat,
-            since: now,
-            assembly: None,
-        };
-        self.out.push(ClusterAction::FrameLimit {
-            link,
-            max: self.cfg.max_frame,
-        });
-        let dialer = if new_dialer_is_us {
-            &self.cfg.node
-        } else {
-            &peer
-        };
-        tracing::info!(peer = %peer, addr = %new_addr, dialled_by = %dialer, "link up");
-        self.peers.insert(peer.clone(), link);
         let changed = self.membership.link_up(&peer, port, incarnation);
         self.dialer.link_up(&peer, &mut self.out);
         if let Some(m) = &mut self.mcast {
@@ -1015,57 +592,6 @@ impl Cluster {
                 body: BulkBody::Routes(items),
             };
             self.send(link, &LinkMessage::Bulk(chunk));
-        }
-    }
-
-    /// One chunk of a bulk transfer from `peer` on `link`: assembled until its last chunk, then
-    /// applied whole. A chunk that does not continue the transfer in progress drops it (a new
-    /// transfer starts only at index 0; stray chunks are ignored), so parts never mix or apply.
-    fn bulk_chunk(&mut self, link: LinkId, peer: &NodeName, chunk: BulkChunk) {
-        let Some(LinkState::Up { assembly, .. }) = self.links.get_mut(&link).map(|l| &mut l.state)
-        else {
-            return;
-        };
-        let BulkChunk {
-            sync,
-            index,
-            last,
-            body,
-        } = chunk;
-        let (done, chunks) = match assembly.take() {
-            Some(mut a) if a.sync == sync && a.next == index && a.body.same_kind(&body) => {
-                a.body.append(body);
-                a.next = a.next.saturating_add(1);
-                if !last {
-                    *assembly = Some(a);
-                    return;
-                }
-                (a.body, a.next)
-            }
-            old => {
-                if let Some(old) = old {
-                    tracing::debug!(peer = %peer, sync = old.sync, chunks = old.next, "dropping an incomplete bulk transfer");
-                }
-                if index != 0 {
-                    tracing::debug!(peer = %peer, sync, index, "ignoring a chunk of a bulk transfer whose start was not received");
-                    return;
-                }
-                if !last {
-                    *assembly = Some(Assembly {
-                        sync,
-                        next: 1,
-                        body,
-                    });
-                    return;
-                }
-                (body, 1)
-            }
-        };
-        match done {
-            BulkBody::Routes(filters) => {
-                let (added, removed) = self.routes.replace(peer, filters);
-                tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
-            }
         }
     }
 
@@ -1147,9 +673,7 @@ impl Cluster {
         now: Duration,
     ) {
         match msg {
-            LinkMessage::Heartbeat => {}
             LinkMessage::Members(entries) => self.merge_members(&entries, now),
-            LinkMessage::Bulk(chunk) => self.bulk_chunk(link, &peer, chunk),
             LinkMessage::RouteAdd(filter) => {
                 self.routes.add(&peer, &filter);
             }
@@ -1169,28 +693,23 @@ impl Cluster {
                 }
             }
             LinkMessage::Resume { received } => self.resume(link, &peer, received),
-            LinkMessage::Reject { reason } => {
-                self.log_peer_reject(&peer, &reason, "peer closed the link", now);
-                self.close_as(link, reason != DUPLICATE_LINK, now);
-            }
-            other @ (LinkMessage::Hello { .. }
+            // Link-level messages: `Links` handles them and never returns them.
+            LinkMessage::Heartbeat
+            | LinkMessage::Bulk(_)
+            | LinkMessage::Reject { .. }
+            | LinkMessage::Hello { .. }
             | LinkMessage::Challenge { .. }
             | LinkMessage::Proof { .. }
-            | LinkMessage::RoutesSync(_)) => {
-                let log = format!("unexpected {} after the handshake", message_name(&other));
-                self.reject(link, "protocol error", &log, now);
-            }
+            | LinkMessage::RoutesSync(_) => {}
         }
     }
 
     // ---- membership --------------------------------------------------------------------
 
     fn merge_members(&mut self, entries: &[MemberEntry], now: Duration) {
-        let peers = &self.peers;
-        let (changed, gone) = self
-            .membership
-            .merge(entries, now, |n| peers.contains_key(n));
-        let to_close: Vec<LinkId> = gone.iter().filter_map(|n| peers.get(n).copied()).collect();
+        let links = &self.links;
+        let (changed, gone) = self.membership.merge(entries, now, |n| links.is_linked(n));
+        let to_close: Vec<LinkId> = gone.iter().filter_map(|n| links.peer(n)).collect();
         for link in to_close {
             self.close(link, now);
         }
@@ -1203,12 +722,7 @@ impl Cluster {
 
     /// Brings the dial table in line with who we should be dialling.
     fn refresh_dials(&mut self, now: Duration) {
-        let facts = Facts {
-            left: self.membership.left(),
-            peers: &self.peers,
-            members: self.membership.members(),
-            heard: self.mcast.as_ref().map(Announcer::heard),
-        };
+        let facts = dial_facts(&self.links, &self.membership, self.mcast.as_ref());
         self.dialer.refresh(now, &facts);
     }
 
@@ -1216,17 +730,8 @@ impl Cluster {
 
     /// The earliest time `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let handshake_limit = self.connect_timeout();
-        let dead_after = self.dead_after();
-        let links = self.links.values().map(|l| match &l.state {
-            LinkState::Up {
-                last_heard,
-                next_heartbeat,
-                ..
-            } => (*next_heartbeat).min(*last_heard + dead_after),
-            _ => l.opened_at + handshake_limit,
-        });
-        let dials = self.dialer.poll_timeout(&self.peers);
+        let links = self.links.poll_timeout();
+        let dials = self.dialer.poll_timeout(self.links.peers());
         let cleans = self.membership.poll_timeout();
         let announce = self.mcast.as_ref().and_then(Announcer::poll_timeout);
         let buffers = self
@@ -1234,6 +739,7 @@ impl Cluster {
             .values()
             .filter_map(|o| o.down_since.map(|at| at + FORWARD_BUFFER_WINDOW));
         links
+            .into_iter()
             .chain(dials)
             .chain(cleans)
             .chain(announce)
@@ -1243,46 +749,9 @@ impl Cluster {
 
     /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let handshake_limit = self.connect_timeout();
-        let dead_after = self.dead_after();
-        let mut dead = Vec::new();
-        let mut stalled = Vec::new();
-        let mut beat = Vec::new();
-        for (&id, l) in &mut self.links {
-            match &mut l.state {
-                LinkState::Up {
-                    peer,
-                    last_heard,
-                    next_heartbeat,
-                    ..
-                } => {
-                    if *last_heard + dead_after <= now {
-                        dead.push((id, peer.clone()));
-                    } else if *next_heartbeat <= now {
-                        *next_heartbeat = now + self.cfg.heartbeat;
-                        beat.push(id);
-                    }
-                }
-                _ if l.opened_at + handshake_limit <= now => stalled.push(id),
-                _ => {}
-            }
-        }
-        if !beat.is_empty() {
-            let frame = wire::encode(&LinkMessage::Heartbeat);
-            for link in beat {
-                self.out.push(ClusterAction::Send {
-                    link,
-                    frame: frame.clone(),
-                });
-                // Acknowledge what arrived since the last ack, however few.
-                let peer = self.links.get(&link).and_then(Link::up_peer);
-                let inbound = peer.and_then(|p| self.ins.get_mut(p));
-                if let Some(upto) = inbound.and_then(|i| i.take_ack(1)) {
-                    let ack = wire::encode(&LinkMessage::Ack(upto));
-                    self.out.push(ClusterAction::Send { link, frame: ack });
-                }
-            }
-        }
+        let ins = &mut self.ins;
+        let ack = |peer: &NodeName| ins.get_mut(peer).and_then(|i| i.take_ack(1));
+        let to_close = self.links.handle_timeout(now, &mut self.out, ack);
         let expired: Vec<NodeName> = self
             .outs
             .iter()
@@ -1296,17 +765,7 @@ impl Cluster {
             let routes = self.forget_streams(&node);
             tracing::warn!(peer = %node, purged_routes = routes, "node down for {FORWARD_BUFFER_WINDOW:?}; purging its routes");
         }
-        for (link, peer) in dead {
-            tracing::warn!(peer = %peer, "link silent for {DEAD_AFTER_HEARTBEATS} heartbeats; declaring it dead");
-            self.close(link, now);
-        }
-        for link in stalled {
-            if let Some(l) = self.links.get(&link)
-                && let Some(suppressed) = self.link_log.admit("handshake timeout", now)
-            {
-                tracing::warn!(peer = %describe(l), suppressed, "handshake timed out");
-            }
-            self.metrics.links_rejected += 1;
+        for link in to_close {
             self.close(link, now);
         }
         if self.membership.handle_timeout(now) {
@@ -1321,12 +780,7 @@ impl Cluster {
                 self.refresh_dials(now);
             }
         }
-        let facts = Facts {
-            left: self.membership.left(),
-            peers: &self.peers,
-            members: self.membership.members(),
-            heard: self.mcast.as_ref().map(Announcer::heard),
-        };
+        let facts = dial_facts(&self.links, &self.membership, self.mcast.as_ref());
         self.dialer.handle_timeout(now, &facts, &mut self.out);
     }
 
@@ -1337,9 +791,9 @@ impl Cluster {
         let Some(m) = &mut self.mcast else {
             return;
         };
-        let peers = &self.peers;
+        let links = &self.links;
         let left = self.membership.left();
-        let linked = |node: &NodeName| peers.contains_key(node);
+        let linked = |node: &NodeName| links.is_linked(node);
         let Some(node) = m.handle_datagram(from, bytes, now, left, linked, &mut self.out) else {
             return;
         };
@@ -1366,7 +820,7 @@ impl Cluster {
     /// A publish from a local client (or a will): one copy to every other node with a matching
     /// route (every linked node when it is retained). Returns the number of nodes it went to.
     pub fn forward(&mut self, publish: &ForwardRef<'_>) -> usize {
-        if self.peers.is_empty() && self.routes.is_empty() {
+        if self.links.peers().is_empty() && self.routes.is_empty() {
             return 0;
         }
         let reliable = publish.qos > 0;
@@ -1374,9 +828,9 @@ impl Cluster {
         dest.clear();
         let mut buffered = 0;
         if publish.retain {
-            dest.extend(self.peers.values().copied());
+            dest.extend(self.links.peers().values().copied());
         } else {
-            let peers = &self.peers;
+            let peers = self.links.peers();
             let outs = &self.outs;
             let mut drops = 0;
             let mut down: Option<Vec<NodeName>> = None;
@@ -1401,7 +855,7 @@ impl Cluster {
         let mut sent = 0;
         if reliable {
             for &link in &dest {
-                let Some(peer) = self.links.get(&link).and_then(Link::up_peer).cloned() else {
+                let Some(peer) = self.links.up_peer(link).cloned() else {
                     continue;
                 };
                 sent += usize::from(self.numbered(&peer, Some(link), publish));
@@ -1469,7 +923,7 @@ impl Cluster {
                 m.restart(now);
             }
         }
-        if self.peers.contains_key(&node) {
+        if self.links.is_linked(&node) {
             self.out.push(done(Ok(())));
             return;
         }
@@ -1484,8 +938,7 @@ impl Cluster {
         self.membership.leave()?;
         let members = LinkMessage::Members(self.membership.entries());
         self.broadcast(&members);
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
-        for link in links {
+        for link in self.links.ids() {
             self.close(link, now);
         }
         self.membership.forget_all();
@@ -1504,7 +957,7 @@ impl Cluster {
     /// `ctl cluster force-leave NODE`: remove a member (normally a stopped one).
     pub fn force_leave(&mut self, node: &NodeName, now: Duration) -> Result<(), String> {
         self.membership.force_leave(node)?;
-        if let Some(&link) = self.peers.get(node) {
+        if let Some(link) = self.links.peer(node) {
             self.close(link, now);
         }
         let members = LinkMessage::Members(self.membership.entries());
@@ -1518,7 +971,7 @@ impl Cluster {
         let hidden: usize = self
             .outs
             .iter()
-            .filter(|(node, _)| !self.peers.contains_key(*node))
+            .filter(|(node, _)| !self.links.is_linked(node))
             .map(|(node, _)| self.routes.count_of(node))
             .sum();
         self.routes.len().saturating_sub(hidden)
@@ -1526,7 +979,7 @@ impl Cluster {
 
     /// Running and stopped members, sorted.
     pub fn status(&self) -> ClusterStatus {
-        self.membership.status(|n| self.peers.contains_key(n))
+        self.membership.status(|n| self.links.is_linked(n))
     }
 
     /// The route table, local routes included, sorted by filter; nodes sorted per filter.
@@ -1540,7 +993,7 @@ impl Cluster {
         }
         // Routes of a node whose link is down are kept for the forward buffer, not shown.
         for (filter, node) in self.routes.entries() {
-            if self.peers.contains_key(&node) {
+            if self.links.is_linked(&node) {
                 table.entry(filter).or_default().insert(node.to_string());
             }
         }
@@ -1556,7 +1009,8 @@ impl Cluster {
     /// Whether a QoS >= 1 forward to a node we are linked to still awaits its ack. A node
     /// shutting down waits for these; forwards buffered for unreachable nodes are not waited for.
     pub fn forwards_awaiting_ack(&self) -> bool {
-        self.peers
+        self.links
+            .peers()
             .keys()
             .any(|node| self.outs.get(node).is_some_and(|o| !o.unacked.is_empty()))
     }
@@ -1564,10 +1018,13 @@ impl Cluster {
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();
+        let (links_rejected, handshakes_refused) = self.links.counters();
         let (announces_sent, datagrams_received, datagrams_dropped) =
             self.mcast.as_ref().map_or((0, 0, 0), Announcer::counters);
         ClusterMetrics {
-            links_up: self.peers.len() as u64,
+            links_up: self.links.peers().len() as u64,
+            links_rejected,
+            handshakes_refused,
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
             routes: (self.local_routes.len() + self.live_routes()) as u64,
@@ -1580,53 +1037,16 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
-    /// rate-limited warning saying `what`, with the peer's reason truncated.
-    fn log_peer_reject(
-        &mut self,
-        peer: &dyn std::fmt::Display,
-        reason: &str,
-        what: &str,
-        now: Duration,
-    ) {
-        if reason == DUPLICATE_LINK {
-            tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
-        } else if let Some(suppressed) = self.link_log.admit("peer reject", now) {
-            tracing::warn!(peer = %peer, reason = %peer_text(reason), suppressed, "{what}");
-        }
-    }
-}
-
-/// A link for log lines: the peer's name once known (truncated: before authentication it is
-/// whatever the peer claims), always its address.
-fn describe(l: &Link) -> String {
-    let name = match &l.state {
-        LinkState::Up { peer, .. } => Some(peer),
-        LinkState::AwaitProof { peer, .. } => Some(&peer.node),
-        _ => l.dialed.as_ref(),
-    };
-    match name {
-        Some(name) => format!("{} ({})", peer_text(name.as_str()), l.addr),
-        None => l.addr.to_string(),
-    }
-}
-
-fn message_name(msg: &LinkMessage) -> &'static str {
-    match msg {
-        LinkMessage::Hello { .. } => "Hello",
-        LinkMessage::Challenge { .. } => "Challenge",
-        LinkMessage::Proof { .. } => "Proof",
-        LinkMessage::Reject { .. } => "Reject",
-        LinkMessage::Heartbeat => "Heartbeat",
-        LinkMessage::Members(_) => "Members",
-        LinkMessage::RoutesSync(_) => "RoutesSync",
-        LinkMessage::RouteAdd(_) => "RouteAdd",
-        LinkMessage::RouteRemove(_) => "RouteRemove",
-        LinkMessage::Forward(_) => "Forward",
-        LinkMessage::ForwardSeq { .. } => "ForwardSeq",
-        LinkMessage::Ack(_) => "Ack",
-        LinkMessage::Resume { .. } => "Resume",
-        LinkMessage::Bulk(_) => "Bulk",
+/// What the dialer needs to know of the other parts.
+fn dial_facts<'a>(
+    links: &'a Links,
+    membership: &'a Membership,
+    mcast: Option<&'a Announcer>,
+) -> Facts<'a> {
+    Facts {
+        left: membership.left(),
+        peers: links.peers(),
+        members: membership.members(),
+        heard: mcast.map(Announcer::heard),
     }
 }

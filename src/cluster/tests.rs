@@ -11,7 +11,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::dialer::{BACKOFF_BASE, MIN_BACKOFF_CAP, STABLE_LINK};
 use super::mcast::ANNOUNCE_MAX;
-use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, UserProps};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::links::MIN_HANDSHAKE_TIMEOUT;
+use super::wire::{self, ForwardRef, ForwardedPublish, LinkMessage, NONCE_LEN, UserProps};
 use super::*;
 use super::{Discovery, NodeName, SeedNode};
 
@@ -392,11 +396,14 @@ fn simultaneous_dials_keep_the_same_single_link_on_both_sides() {
     h.advance(Duration::from_secs(1));
     // Every surviving link on one side is paired with a surviving link on the other.
     for i in 0..3 {
-        for (peer, &link) in &h.nodes[i].peers {
+        for (peer, &link) in h.nodes[i].links.peers() {
             let j = h.index(peer).unwrap();
             let &(pj, plink) = h.pairs.get(&(i, link)).expect("kept link still exists");
             assert_eq!(pj, j);
-            assert_eq!(h.nodes[j].peers.get(&h.configs[i].node), Some(&plink));
+            assert_eq!(
+                h.nodes[j].links.peers().get(&h.configs[i].node),
+                Some(&plink)
+            );
         }
     }
     // Links that lost the tie were closed: only one pair per node pair is left.
@@ -516,7 +523,7 @@ fn n1_routes_at_n2(h: &Harness) -> Vec<String> {
 
 /// Feeds one bulk chunk from n1 to n2 on n2's link to n1.
 fn chunk_to_n2(h: &mut Harness, sync: u64, index: u32, last: bool, filters: &[&str]) {
-    let link = h.nodes[1].peers[&name("n1@10.0.0.1")];
+    let link = h.nodes[1].links.peers()[&name("n1@10.0.0.1")];
     let frame = wire::encode(&LinkMessage::Bulk(wire::BulkChunk {
         sync,
         index,
@@ -581,13 +588,13 @@ fn a_new_link_starts_with_no_partial_transfer() {
     let mut h = linked_pair(&["a/1".to_string()]);
     chunk_to_n2(&mut h, 42, 0, false, &["half/1"]);
     // The link breaks mid-transfer and a new one comes up (with its own full resync).
-    let link = h.nodes[1].peers[&name("n1@10.0.0.1")];
+    let link = h.nodes[1].links.peers()[&name("n1@10.0.0.1")];
     let now = h.now;
     h.nodes[1].link_lost(link, LinkLoss::Io, now);
     h.nodes[1].close(link, now);
     h.advance(Duration::from_secs(2));
     assert_eq!(h.running(1), vec!["n1@10.0.0.1", "n2@10.0.0.2"]);
-    assert_ne!(h.nodes[1].peers[&name("n1@10.0.0.1")], link);
+    assert_ne!(h.nodes[1].links.peers()[&name("n1@10.0.0.1")], link);
     assert_eq!(n1_routes_at_n2(&h), vec!["a/1"]);
     // The rest of the old transfer on the new link continues nothing.
     chunk_to_n2(&mut h, 42, 1, true, &["half/2"]);
@@ -678,7 +685,7 @@ fn a_framing_error_closes_the_link_with_a_reason_and_backs_off_growing() {
     let n2 = name("n2@10.0.0.2");
     let cap = MIN_BACKOFF_CAP;
     for strike in 1..=5u32 {
-        let link = h.nodes[0].peers[&n2];
+        let link = h.nodes[0].links.peers()[&n2];
         let now = h.now;
         let oversize = wire::FrameError::Oversize {
             len: 2 << 20,
@@ -710,7 +717,7 @@ fn a_framing_error_closes_the_link_with_a_reason_and_backs_off_growing() {
     }
     // A link that stays up long enough clears the strikes: the next plain loss redials fast.
     h.advance(STABLE_LINK);
-    let link = h.nodes[0].peers[&n2];
+    let link = h.nodes[0].links.peers()[&n2];
     let now = h.now;
     h.nodes[0].close(link, now);
     let wait = h.nodes[0].dialer.next_at(&n2).unwrap().saturating_sub(now);
@@ -939,7 +946,7 @@ fn membership_merge_keeps_the_higher_incarnation_and_left_wins_ties() {
     h.nodes[0].join(&"n2@10.0.0.2".parse().unwrap(), h.now);
     h.advance(Duration::from_millis(300));
     let n2 = name("n2@10.0.0.2");
-    let link = h.nodes[0].peers[&n2];
+    let link = h.nodes[0].links.peers()[&n2];
     let entry = |node: &str, incarnation, left| MemberEntry {
         node: node.into(),
         port: 4370,
@@ -1503,7 +1510,7 @@ fn a_resumed_link_does_not_resend_what_was_delivered() {
 fn a_duplicate_numbered_forward_is_not_delivered_twice() {
     let mut h = Harness::static3();
     h.advance(Duration::from_secs(1));
-    let link = *h.nodes[2].peers.get(&name("n1@10.0.0.1")).unwrap();
+    let link = *h.nodes[2].links.peers().get(&name("n1@10.0.0.1")).unwrap();
     let frame = wire::encode_forward_seq(&numbered_publish(b"x"), 1, &mut BytesMut::new());
     for _ in 0..3 {
         h.nodes[2].handle_frame(link, &frame[wire::LENGTH_PREFIX..], h.now);
