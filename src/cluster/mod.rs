@@ -68,6 +68,7 @@ mod mcast;
 mod membership;
 pub mod name;
 pub mod routes;
+mod streams;
 pub mod wire;
 
 #[cfg(test)]
@@ -77,7 +78,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -87,6 +88,7 @@ use mcast::Announcer;
 use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use routes::RouteTable;
+use streams::{FORWARD_BUFFER_WINDOW, Streams};
 use wire::{BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry};
 
 /// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
@@ -94,13 +96,6 @@ use wire::{BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, Membe
 pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
 /// Accepted links allowed in their handshake at once; more are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
-/// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
-const FORWARD_BUFFER_WINDOW: Duration = Duration::from_secs(30);
-/// Per-node bounds of the forward buffer (unacknowledged + buffered while down).
-const FORWARD_BUFFER_MSGS: usize = 10_000;
-const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
-/// The receiver acknowledges at least every this many numbered forwards.
-const ACK_EVERY: u64 = 64;
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -254,68 +249,6 @@ pub struct ClusterMetrics {
     pub handshakes_refused: u64,
 }
 
-/// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
-#[derive(Debug, Default)]
-struct OutStream {
-    /// The peer incarnation the numbers are for.
-    incarnation: u64,
-    /// The last number used.
-    last_seq: u64,
-    /// Sent or buffered, not yet acknowledged, in order: (number, whole frame).
-    unacked: VecDeque<(u64, Bytes)>,
-    bytes: usize,
-    /// Until the peer's `Resume` after a link up, or while the link is down: buffer, do not send.
-    paused: bool,
-    /// When the link went down; the buffer window runs from here.
-    down_since: Option<Duration>,
-}
-
-impl OutStream {
-    fn full(&self, frame_len: usize) -> bool {
-        self.unacked.len() >= FORWARD_BUFFER_MSGS
-            || self.bytes.saturating_add(frame_len) > FORWARD_BUFFER_BYTES
-    }
-
-    fn acked(&mut self, upto: u64) {
-        while let Some((seq, frame)) = self.unacked.front() {
-            if *seq > upto {
-                break;
-            }
-            self.bytes = self.bytes.saturating_sub(frame.len());
-            self.unacked.pop_front();
-        }
-    }
-
-    /// Forgets the buffer; returns how many forwards were in it.
-    fn drop_all(&mut self) -> u64 {
-        let n = self.unacked.len() as u64;
-        self.unacked.clear();
-        self.bytes = 0;
-        n
-    }
-}
-
-/// What we received of one node's numbered forwards.
-#[derive(Debug, Default)]
-struct InStream {
-    /// The sender incarnation the numbers are from.
-    incarnation: u64,
-    /// The highest number delivered.
-    received: u64,
-    /// The highest number acknowledged to the sender.
-    acked: u64,
-}
-
-impl InStream {
-    /// The cumulative ack to send, once at least `min` (>= 1) numbers arrived since the last.
-    fn take_ack(&mut self, min: u64) -> Option<u64> {
-        (self.received.saturating_sub(self.acked) >= min.max(1)).then(|| {
-            self.acked = self.received;
-            self.received
-        })
-    }
-}
-
 /// The actions queued for the driver, in the order the parts produced them. Every part that
 /// emits frames or actions takes `&mut Outbox`.
 #[derive(Debug, Default)]
@@ -356,13 +289,8 @@ pub struct Cluster {
     local_routes: BTreeSet<String>,
     routes: RouteTable,
     out: Outbox,
-    metrics: ClusterMetrics,
-    /// Reused by every forward so the publish path does not allocate for the destination list.
-    scratch: Vec<LinkId>,
-    frame_buf: BytesMut,
     mcast: Option<Announcer>,
-    outs: BTreeMap<NodeName, OutStream>,
-    ins: BTreeMap<NodeName, InStream>,
+    streams: Streams,
     /// The last bulk transfer number used.
     last_sync: u64,
 }
@@ -382,12 +310,8 @@ impl Cluster {
             local_routes: BTreeSet::new(),
             routes: RouteTable::new(),
             out: Outbox::default(),
-            metrics: ClusterMetrics::default(),
-            scratch: Vec::new(),
-            frame_buf: BytesMut::new(),
             mcast,
-            outs: BTreeMap::new(),
-            ins: BTreeMap::new(),
+            streams: Streams::default(),
             cfg,
             last_sync: 0,
         };
@@ -499,12 +423,9 @@ impl Cluster {
         let member = self.membership.link_down(peer, now);
         if member && !self.membership.left() {
             // Keep its routes for the buffer window: QoS >= 1 forwards wait for its return.
-            let out = self.outs.entry(peer.clone()).or_default();
-            out.paused = true;
-            out.down_since = Some(now);
-            tracing::info!(peer = %peer, buffered = out.unacked.len(), "node is down; buffering its QoS >= 1 forwards");
+            self.streams.link_down(peer, now);
         } else {
-            let purged = self.forget_streams(peer);
+            let purged = self.forget_node(peer);
             tracing::info!(peer = %peer, purged_routes = purged, "node is down");
         }
         self.dialer.link_down(peer, bad, up_for, now, &mut self.rng);
@@ -513,15 +434,8 @@ impl Cluster {
 
     /// Drops a node's routes and forward buffer (it left, was removed, or stayed away too long);
     /// returns how many routes went.
-    fn forget_streams(&mut self, peer: &NodeName) -> usize {
-        if let Some(mut out) = self.outs.remove(peer) {
-            let dropped = out.drop_all();
-            self.metrics.forward_drops += dropped;
-            if dropped > 0 {
-                tracing::warn!(peer = %peer, dropped, "dropping buffered QoS >= 1 forwards");
-            }
-        }
-        self.ins.remove(peer);
+    fn forget_node(&mut self, peer: &NodeName) -> usize {
+        self.streams.forget(peer);
         self.routes.purge(peer)
     }
 
@@ -573,7 +487,8 @@ impl Cluster {
             self.send(link, &members);
         }
         self.send_routes(link);
-        self.streams_up(link, &peer, incarnation);
+        self.streams
+            .link_up(link, &peer, incarnation, &mut self.out);
         self.refresh_dials(now);
     }
 
@@ -595,76 +510,6 @@ impl Cluster {
         }
     }
 
-    /// A link to `peer` (at `incarnation`) is up: pause our numbered forwards until its
-    /// `Resume`, and tell it what we got from it.
-    fn streams_up(&mut self, link: LinkId, peer: &NodeName, incarnation: u64) {
-        let out = self.outs.entry(peer.clone()).or_default();
-        if out.incarnation != incarnation {
-            // A restarted node: the sessions the buffer was for are gone; number afresh.
-            let dropped = out.drop_all();
-            out.incarnation = incarnation;
-            out.last_seq = 0;
-            self.metrics.forward_drops += dropped;
-            if dropped > 0 {
-                tracing::info!(peer = %peer, dropped, "node restarted; dropping its buffered forwards");
-            }
-        }
-        out.paused = true;
-        out.down_since = None;
-        let inbound = self.ins.entry(peer.clone()).or_default();
-        if inbound.incarnation != incarnation {
-            *inbound = InStream {
-                incarnation,
-                ..InStream::default()
-            };
-        }
-        inbound.acked = inbound.received;
-        let received = inbound.received;
-        self.send(link, &LinkMessage::Resume { received });
-    }
-
-    /// `peer` told us what it has: drop that, send the rest in order, then resume sending.
-    fn resume(&mut self, link: LinkId, peer: &NodeName, received: u64) {
-        let Some(out) = self.outs.get_mut(peer) else {
-            return;
-        };
-        out.acked(received);
-        out.paused = false;
-        if !out.unacked.is_empty() {
-            tracing::info!(peer = %peer, resent = out.unacked.len(), "resending unacknowledged forwards");
-        }
-        for (_, frame) in &out.unacked {
-            self.out.push(ClusterAction::Send {
-                link,
-                frame: frame.clone(),
-            });
-        }
-    }
-
-    /// A numbered forward from `peer`: deliver it unless we already did.
-    fn numbered_forward(
-        &mut self,
-        link: LinkId,
-        peer: &NodeName,
-        seq: u64,
-        publish: ForwardedPublish,
-    ) {
-        let Some(inbound) = self.ins.get_mut(peer) else {
-            return;
-        };
-        if seq <= inbound.received {
-            tracing::debug!(peer = %peer, seq, "duplicate forward ignored");
-            return;
-        }
-        inbound.received = seq;
-        let ack = inbound.take_ack(ACK_EVERY);
-        self.metrics.forwards_received += 1;
-        self.out.push(ClusterAction::Deliver(publish));
-        if let Some(upto) = ack {
-            self.send(link, &LinkMessage::Ack(upto));
-        }
-    }
-
     fn handle_peer_message(
         &mut self,
         link: LinkId,
@@ -680,19 +525,16 @@ impl Cluster {
             LinkMessage::RouteRemove(filter) => {
                 self.routes.remove(&peer, &filter);
             }
-            LinkMessage::Forward(publish) => {
-                self.metrics.forwards_received += 1;
-                self.out.push(ClusterAction::Deliver(publish));
-            }
+            LinkMessage::Forward(publish) => self.streams.received(publish, &mut self.out),
             LinkMessage::ForwardSeq { seq, publish } => {
-                self.numbered_forward(link, &peer, seq, publish);
+                let out = &mut self.out;
+                self.streams
+                    .received_numbered(link, &peer, seq, publish, out);
             }
-            LinkMessage::Ack(upto) => {
-                if let Some(out) = self.outs.get_mut(&peer) {
-                    out.acked(upto);
-                }
+            LinkMessage::Ack(upto) => self.streams.acked(&peer, upto),
+            LinkMessage::Resume { received } => {
+                self.streams.resume(link, &peer, received, &mut self.out);
             }
-            LinkMessage::Resume { received } => self.resume(link, &peer, received),
             // Link-level messages: `Links` handles them and never returns them.
             LinkMessage::Heartbeat
             | LinkMessage::Bulk(_)
@@ -734,10 +576,7 @@ impl Cluster {
         let dials = self.dialer.poll_timeout(self.links.peers());
         let cleans = self.membership.poll_timeout();
         let announce = self.mcast.as_ref().and_then(Announcer::poll_timeout);
-        let buffers = self
-            .outs
-            .values()
-            .filter_map(|o| o.down_since.map(|at| at + FORWARD_BUFFER_WINDOW));
+        let buffers = self.streams.poll_timeout();
         links
             .into_iter()
             .chain(dials)
@@ -749,20 +588,11 @@ impl Cluster {
 
     /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
-        let ins = &mut self.ins;
-        let ack = |peer: &NodeName| ins.get_mut(peer).and_then(|i| i.take_ack(1));
+        let streams = &mut self.streams;
+        let ack = |peer: &NodeName| streams.heartbeat_ack(peer);
         let to_close = self.links.handle_timeout(now, &mut self.out, ack);
-        let expired: Vec<NodeName> = self
-            .outs
-            .iter()
-            .filter(|(_, o)| {
-                o.down_since
-                    .is_some_and(|at| at + FORWARD_BUFFER_WINDOW <= now)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in expired {
-            let routes = self.forget_streams(&node);
+        for node in self.streams.handle_timeout(now) {
+            let routes = self.routes.purge(&node);
             tracing::warn!(peer = %node, purged_routes = routes, "node down for {FORWARD_BUFFER_WINDOW:?}; purging its routes");
         }
         for link in to_close {
@@ -820,87 +650,8 @@ impl Cluster {
     /// A publish from a local client (or a will): one copy to every other node with a matching
     /// route (every linked node when it is retained). Returns the number of nodes it went to.
     pub fn forward(&mut self, publish: &ForwardRef<'_>) -> usize {
-        if self.links.peers().is_empty() && self.routes.is_empty() {
-            return 0;
-        }
-        let reliable = publish.qos > 0;
-        let mut dest = std::mem::take(&mut self.scratch);
-        dest.clear();
-        let mut buffered = 0;
-        if publish.retain {
-            dest.extend(self.links.peers().values().copied());
-        } else {
-            let peers = self.links.peers();
-            let outs = &self.outs;
-            let mut drops = 0;
-            let mut down: Option<Vec<NodeName>> = None;
-            self.routes
-                .for_each_node(publish.topic, |node| match peers.get(node) {
-                    Some(&link) => dest.push(link),
-                    None if reliable && outs.get(node).is_some_and(|o| o.down_since.is_some()) => {
-                        let down = down.get_or_insert_with(Vec::new);
-                        if !down.contains(node) {
-                            down.push(node.clone());
-                        }
-                    }
-                    None => drops += 1,
-                });
-            self.metrics.forward_drops += drops;
-            for node in down.into_iter().flatten() {
-                buffered += usize::from(self.numbered(&node, None, publish));
-            }
-        }
-        dest.sort_unstable();
-        dest.dedup();
-        let mut sent = 0;
-        if reliable {
-            for &link in &dest {
-                let Some(peer) = self.links.up_peer(link).cloned() else {
-                    continue;
-                };
-                sent += usize::from(self.numbered(&peer, Some(link), publish));
-            }
-        } else if !dest.is_empty() {
-            let frame = wire::encode_forward(publish, &mut self.frame_buf);
-            for &link in &dest {
-                self.out.push(ClusterAction::Send {
-                    link,
-                    frame: frame.clone(),
-                });
-            }
-            sent = dest.len();
-        }
-        self.metrics.forwards_sent += sent as u64;
-        self.scratch = dest;
-        sent + buffered
-    }
-
-    /// Numbers a QoS >= 1 forward for `peer`, keeps it until acknowledged, and sends it on
-    /// `link` unless the stream is paused (link down or awaiting `Resume`). False when the
-    /// buffer is full and the forward is dropped.
-    fn numbered(
-        &mut self,
-        peer: &NodeName,
-        link: Option<LinkId>,
-        publish: &ForwardRef<'_>,
-    ) -> bool {
-        let Some(out) = self.outs.get_mut(peer) else {
-            self.metrics.forward_drops += 1;
-            return false;
-        };
-        let seq = out.last_seq + 1;
-        let frame = wire::encode_forward_seq(publish, seq, &mut self.frame_buf);
-        if out.full(frame.len()) {
-            self.metrics.forward_drops += 1;
-            return false;
-        }
-        out.last_seq = seq;
-        out.bytes += frame.len();
-        out.unacked.push_back((seq, frame.clone()));
-        if let Some(link) = link.filter(|_| !out.paused) {
-            self.out.push(ClusterAction::Send { link, frame });
-        }
-        true
+        let (routes, links) = (&self.routes, &self.links);
+        self.streams.forward(publish, routes, links, &mut self.out)
     }
 
     // ---- admin -------------------------------------------------------------------------
@@ -943,9 +694,9 @@ impl Cluster {
         }
         self.membership.forget_all();
         self.dialer.leave();
-        let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
+        let nodes: Vec<NodeName> = self.streams.nodes().cloned().collect();
         for node in nodes {
-            self.forget_streams(&node);
+            self.forget_node(&node);
         }
         if let Some(m) = &mut self.mcast {
             m.stop();
@@ -969,10 +720,10 @@ impl Cluster {
     /// Remote routes of linked nodes (those of nodes whose link is down are kept but hidden).
     fn live_routes(&self) -> usize {
         let hidden: usize = self
-            .outs
-            .iter()
-            .filter(|(node, _)| !self.links.is_linked(node))
-            .map(|(node, _)| self.routes.count_of(node))
+            .streams
+            .nodes()
+            .filter(|node| !self.links.is_linked(node))
+            .map(|node| self.routes.count_of(node))
             .sum();
         self.routes.len().saturating_sub(hidden)
     }
@@ -1009,16 +760,14 @@ impl Cluster {
     /// Whether a QoS >= 1 forward to a node we are linked to still awaits its ack. A node
     /// shutting down waits for these; forwards buffered for unreachable nodes are not waited for.
     pub fn forwards_awaiting_ack(&self) -> bool {
-        self.links
-            .peers()
-            .keys()
-            .any(|node| self.outs.get(node).is_some_and(|o| !o.unacked.is_empty()))
+        self.streams.awaiting_ack(self.links.peers().keys())
     }
 
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();
         let (links_rejected, handshakes_refused) = self.links.counters();
+        let (forwards_sent, forwards_received, forward_drops) = self.streams.counters();
         let (announces_sent, datagrams_received, datagrams_dropped) =
             self.mcast.as_ref().map_or((0, 0, 0), Announcer::counters);
         ClusterMetrics {
@@ -1028,11 +777,13 @@ impl Cluster {
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
             routes: (self.local_routes.len() + self.live_routes()) as u64,
-            forwards_unacked: self.outs.values().map(|o| o.unacked.len() as u64).sum(),
+            forwards_sent,
+            forwards_received,
+            forward_drops,
+            forwards_unacked: self.streams.unacked(),
             announces_sent,
             datagrams_received,
             datagrams_dropped,
-            ..self.metrics.clone()
         }
     }
 }

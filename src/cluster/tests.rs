@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::dialer::{BACKOFF_BASE, MIN_BACKOFF_CAP, STABLE_LINK};
 use super::mcast::ANNOUNCE_MAX;
+use super::streams::{ACK_EVERY, FORWARD_BUFFER_MSGS, FORWARD_BUFFER_WINDOW};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
