@@ -20,6 +20,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::StdRng;
 
+use super::bulk::Assembly;
 use super::handshake::{Role, Transcript};
 use super::wire::{self, BulkBody, BulkChunk, LinkMessage, NONCE_LEN, PROTOCOL_VERSION};
 use super::{
@@ -67,17 +68,8 @@ enum LinkState {
         /// When it came up.
         since: Duration,
         /// The bulk transfer being received on this link, until its last chunk.
-        assembly: Option<Assembly>,
+        assembly: Assembly,
     },
-}
-
-/// A bulk set being received: the chunks so far of one transfer.
-#[derive(Debug)]
-struct Assembly {
-    sync: u64,
-    /// The index the next chunk must have.
-    next: u32,
-    body: BulkBody,
 }
 
 #[derive(Debug)]
@@ -720,7 +712,7 @@ impl Links {
             last_heard: now,
             next_heartbeat: now + heartbeat,
             since: now,
-            assembly: None,
+            assembly: Assembly::default(),
         };
         out.push(ClusterAction::FrameLimit {
             link,
@@ -736,54 +728,17 @@ impl Links {
         }
     }
 
-    /// One chunk of a bulk transfer from `peer` on `link`: assembled until its last chunk, then
-    /// returned whole with its number of chunks. A chunk that does not continue the transfer in
-    /// progress drops it (a new transfer starts only at index 0; stray chunks are ignored), so
-    /// parts never mix or apply.
+    /// One chunk of a bulk transfer from `peer` on `link`: the whole set once its last chunk
+    /// arrives (see `bulk::Assembly`).
     fn bulk_chunk(
         &mut self,
         link: LinkId,
         peer: &NodeName,
         chunk: BulkChunk,
     ) -> Option<(BulkBody, u32)> {
-        let Some(LinkState::Up { assembly, .. }) = self.links.get_mut(&link).map(|l| &mut l.state)
-        else {
-            return None;
-        };
-        let BulkChunk {
-            sync,
-            index,
-            last,
-            body,
-        } = chunk;
-        match assembly.take() {
-            Some(mut a) if a.sync == sync && a.next == index && a.body.same_kind(&body) => {
-                a.body.append(body);
-                a.next = a.next.saturating_add(1);
-                if !last {
-                    *assembly = Some(a);
-                    return None;
-                }
-                Some((a.body, a.next))
-            }
-            old => {
-                if let Some(old) = old {
-                    tracing::debug!(peer = %peer, sync = old.sync, chunks = old.next, "dropping an incomplete bulk transfer");
-                }
-                if index != 0 {
-                    tracing::debug!(peer = %peer, sync, index, "ignoring a chunk of a bulk transfer whose start was not received");
-                    return None;
-                }
-                if !last {
-                    *assembly = Some(Assembly {
-                        sync,
-                        next: 1,
-                        body,
-                    });
-                    return None;
-                }
-                Some((body, 1))
-            }
+        match self.links.get_mut(&link).map(|l| &mut l.state) {
+            Some(LinkState::Up { assembly, .. }) => assembly.push(peer, chunk),
+            _ => None,
         }
     }
 

@@ -60,6 +60,7 @@
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
 
+mod bulk;
 mod dialer;
 pub mod discovery;
 pub mod handshake;
@@ -69,12 +70,13 @@ mod membership;
 pub mod name;
 pub mod routes;
 mod streams;
+mod sync;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -87,9 +89,9 @@ use links::{Gone, Inbound, Links};
 use mcast::Announcer;
 use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
-use routes::RouteTable;
 use streams::{FORWARD_BUFFER_WINDOW, Streams};
-use wire::{BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry};
+use sync::RouteSync;
+use wire::{BulkBody, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry};
 
 /// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
 /// Reject are a few hundred bytes).
@@ -286,13 +288,10 @@ pub struct Cluster {
     membership: Membership,
     links: Links,
     dialer: Dialer,
-    local_routes: BTreeSet<String>,
-    routes: RouteTable,
+    routes: RouteSync,
     out: Outbox,
     mcast: Option<Announcer>,
     streams: Streams,
-    /// The last bulk transfer number used.
-    last_sync: u64,
 }
 
 impl Cluster {
@@ -307,13 +306,11 @@ impl Cluster {
             membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
             links: Links::new(&cfg),
             dialer: Dialer::new(&cfg),
-            local_routes: BTreeSet::new(),
-            routes: RouteTable::new(),
+            routes: RouteSync::default(),
             out: Outbox::default(),
             mcast,
             streams: Streams::default(),
             cfg,
-            last_sync: 0,
         };
         cluster.refresh_dials(now);
         cluster
@@ -455,10 +452,7 @@ impl Cluster {
                 incarnation,
             } => self.link_up(link, peer, port, incarnation, now),
             Inbound::Bulk { peer, body, chunks } => match body {
-                BulkBody::Routes(filters) => {
-                    let (added, removed) = self.routes.replace(&peer, filters);
-                    tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
-                }
+                BulkBody::Routes(filters) => self.routes.replace(&peer, filters, chunks),
             },
             Inbound::Message { peer, msg } => self.handle_peer_message(link, peer, msg, now),
         }
@@ -486,28 +480,10 @@ impl Cluster {
         } else {
             self.send(link, &members);
         }
-        self.send_routes(link);
+        self.routes.send_all(link, &mut self.out);
         self.streams
             .link_up(link, &peer, incarnation, &mut self.out);
         self.refresh_dials(now);
-    }
-
-    /// Sends our full route set on `link` as one bulk transfer of bounded chunks.
-    fn send_routes(&mut self, link: LinkId) {
-        self.last_sync += 1;
-        let sync = self.last_sync;
-        let filters = self.local_routes.iter().cloned();
-        let chunks = wire::split_bulk(filters, wire::BULK_CHUNK_BYTES, |f| wire::str_wire_len(f));
-        let count = chunks.len();
-        for (i, items) in chunks.into_iter().enumerate() {
-            let chunk = BulkChunk {
-                sync,
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                last: i + 1 == count,
-                body: BulkBody::Routes(items),
-            };
-            self.send(link, &LinkMessage::Bulk(chunk));
-        }
     }
 
     fn handle_peer_message(
@@ -635,14 +611,14 @@ impl Cluster {
 
     /// The local broker gained its first subscriber for `filter`.
     pub fn local_route_added(&mut self, filter: &str) {
-        if self.local_routes.insert(filter.to_owned()) {
+        if self.routes.add_local(filter) {
             self.broadcast(&LinkMessage::RouteAdd(filter.to_owned()));
         }
     }
 
     /// The local broker lost its last subscriber for `filter`.
     pub fn local_route_removed(&mut self, filter: &str) {
-        if self.local_routes.remove(filter) {
+        if self.routes.remove_local(filter) {
             self.broadcast(&LinkMessage::RouteRemove(filter.to_owned()));
         }
     }
@@ -650,7 +626,7 @@ impl Cluster {
     /// A publish from a local client (or a will): one copy to every other node with a matching
     /// route (every linked node when it is retained). Returns the number of nodes it went to.
     pub fn forward(&mut self, publish: &ForwardRef<'_>) -> usize {
-        let (routes, links) = (&self.routes, &self.links);
+        let (routes, links) = (self.routes.table(), &self.links);
         self.streams.forward(publish, routes, links, &mut self.out)
     }
 
@@ -717,17 +693,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Remote routes of linked nodes (those of nodes whose link is down are kept but hidden).
-    fn live_routes(&self) -> usize {
-        let hidden: usize = self
-            .streams
-            .nodes()
-            .filter(|node| !self.links.is_linked(node))
-            .map(|node| self.routes.count_of(node))
-            .sum();
-        self.routes.len().saturating_sub(hidden)
-    }
-
     /// Running and stopped members, sorted.
     pub fn status(&self) -> ClusterStatus {
         self.membership.status(|n| self.links.is_linked(n))
@@ -735,26 +700,9 @@ impl Cluster {
 
     /// The route table, local routes included, sorted by filter; nodes sorted per filter.
     pub fn routes(&self) -> Vec<RouteEntry> {
-        let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for filter in &self.local_routes {
-            table
-                .entry(filter.clone())
-                .or_default()
-                .insert(self.cfg.node.to_string());
-        }
         // Routes of a node whose link is down are kept for the forward buffer, not shown.
-        for (filter, node) in self.routes.entries() {
-            if self.links.is_linked(&node) {
-                table.entry(filter).or_default().insert(node.to_string());
-            }
-        }
-        table
-            .into_iter()
-            .map(|(filter, nodes)| RouteEntry {
-                filter,
-                nodes: nodes.into_iter().collect(),
-            })
-            .collect()
+        self.routes
+            .list(&self.cfg.node, |n| self.links.is_linked(n))
     }
 
     /// Whether a QoS >= 1 forward to a node we are linked to still awaits its ack. A node
@@ -766,6 +714,8 @@ impl Cluster {
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();
+        // Routes of a node whose link is down are kept for the forward buffer, not counted.
+        let hidden = self.streams.nodes().filter(|n| !self.links.is_linked(n));
         let (links_rejected, handshakes_refused) = self.links.counters();
         let (forwards_sent, forwards_received, forward_drops) = self.streams.counters();
         let (announces_sent, datagrams_received, datagrams_dropped) =
@@ -776,7 +726,7 @@ impl Cluster {
             handshakes_refused,
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
-            routes: (self.local_routes.len() + self.live_routes()) as u64,
+            routes: self.routes.count(hidden) as u64,
             forwards_sent,
             forwards_received,
             forward_drops,

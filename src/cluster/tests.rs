@@ -519,7 +519,7 @@ fn linked_pair(filters: &[String]) -> Harness {
 }
 
 fn n1_routes_at_n2(h: &Harness) -> Vec<String> {
-    h.nodes[1].routes.of_node(&name("n1@10.0.0.1"))
+    h.nodes[1].routes.table().of_node(&name("n1@10.0.0.1"))
 }
 
 /// Feeds one bulk chunk from n1 to n2 on n2's link to n1.
