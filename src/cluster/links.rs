@@ -17,12 +17,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::bulk::Assembly;
-use super::handshake::{Role, Transcript};
-use super::wire::{self, BulkBody, BulkChunk, LinkMessage, NONCE_LEN, PROTOCOL_VERSION};
+use super::handshake::{Handshake, Local, Step};
+use super::wire::{self, BulkBody, BulkChunk, LinkMessage};
 use super::{
     ClusterAction, ClusterConfig, DROP_LOG_EVERY, LinkId, LinkLoss, MAX_PENDING_HANDSHAKES,
     NodeName, Outbox,
@@ -39,26 +38,10 @@ const BAD_FRAMING: &str = "bad framing";
 /// The reject reason of the losing link when both nodes dialled each other.
 pub(super) const DUPLICATE_LINK: &str = "duplicate link";
 
-/// What a peer said about itself in its Hello / Challenge.
-#[derive(Debug, Clone)]
-struct PeerHello {
-    node: NodeName,
-    port: u16,
-    incarnation: u64,
-    nonce: [u8; NONCE_LEN],
-}
-
 #[derive(Debug)]
 enum LinkState {
-    /// Accepted; waiting for the dialer's Hello.
-    AwaitHello,
-    /// Dialled; Hello sent, waiting for the Challenge.
-    AwaitChallenge { nonce: [u8; NONCE_LEN] },
-    /// Accepted; Challenge sent, waiting for the dialer's Proof.
-    AwaitProof {
-        peer: PeerHello,
-        nonce: [u8; NONCE_LEN],
-    },
+    /// In its handshake.
+    Handshake(Handshake),
     /// Authenticated.
     Up {
         peer: NodeName,
@@ -132,10 +115,7 @@ pub(super) enum Inbound {
 /// The link table.
 #[derive(Debug)]
 pub(super) struct Links {
-    node: NodeName,
-    port: u16,
-    cluster_name: String,
-    cookie: String,
+    local: Local,
     heartbeat: Duration,
     max_frame: usize,
     links: BTreeMap<LinkId, Link>,
@@ -152,10 +132,12 @@ pub(super) struct Links {
 impl Links {
     pub(super) fn new(cfg: &ClusterConfig) -> Links {
         Links {
-            node: cfg.node.clone(),
-            port: cfg.port,
-            cluster_name: cfg.cluster_name.clone(),
-            cookie: cfg.cookie.clone(),
+            local: Local {
+                cluster: cfg.cluster_name.clone(),
+                node: cfg.node.clone(),
+                port: cfg.port,
+                cookie: cfg.cookie.clone(),
+            },
             heartbeat: cfg.heartbeat,
             max_frame: cfg.max_frame,
             links: BTreeMap::new(),
@@ -248,21 +230,11 @@ impl Links {
                 return;
             }
         }
-        let state = if dialed.is_some() {
-            let nonce = nonce(rng);
-            let hello = LinkMessage::Hello {
-                protocol: PROTOCOL_VERSION,
-                cluster: self.cluster_name.clone(),
-                node: self.node.to_string(),
-                port: self.port,
-                incarnation,
-                nonce,
-            };
-            out.send(link, &hello);
-            LinkState::AwaitChallenge { nonce }
+        let state = LinkState::Handshake(if dialed.is_some() {
+            Handshake::dial(&self.local, incarnation, link, rng, out)
         } else {
-            LinkState::AwaitHello
-        };
+            Handshake::AwaitHello
+        });
         self.links.insert(
             link,
             Link {
@@ -449,46 +421,11 @@ impl Links {
             | LinkMessage::Challenge { .. }
             | LinkMessage::Proof { .. }
             | LinkMessage::RoutesSync(_)) => {
-                let log = format!("unexpected {} after the handshake", message_name(&other));
+                let log = format!("unexpected {} after the handshake", other.name());
                 Inbound::Gone(self.reject(link, "protocol error", &log, now, out))
             }
             msg => Inbound::Message { peer, msg },
         }
-    }
-
-    fn check_hello(
-        &self,
-        protocol: u16,
-        cluster: &str,
-        node: &str,
-    ) -> Result<NodeName, (&'static str, String)> {
-        if protocol != PROTOCOL_VERSION {
-            return Err((
-                "unknown protocol version",
-                format!("unknown protocol version {protocol} (we speak {PROTOCOL_VERSION})"),
-            ));
-        }
-        if cluster != self.cluster_name {
-            return Err((
-                "cluster name mismatch",
-                format!(
-                    "peer is in cluster '{}', we are in '{}'",
-                    peer_text(cluster),
-                    self.cluster_name
-                ),
-            ));
-        }
-        let node: NodeName = node.parse().map_err(|e| {
-            let log = format!("bad node name '{}': {e}", peer_text(node));
-            ("bad node name", log)
-        })?;
-        if node == self.node {
-            return Err((
-                "duplicate node name",
-                format!("peer presents our own node name {node}"),
-            ));
-        }
-        Ok(node)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -502,143 +439,25 @@ impl Links {
         rng: &mut StdRng,
         out: &mut Outbox,
     ) -> Inbound {
-        let Some(l) = self.links.get(&link) else {
+        let Some(l) = self.links.get_mut(&link) else {
             return Inbound::Nothing;
         };
-        match (&l.state, msg) {
-            (
-                LinkState::AwaitHello,
-                LinkMessage::Hello {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation: peer_incarnation,
-                    nonce,
-                },
-            ) => {
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => {
-                        return Inbound::Gone(self.reject(link, reason, &log, now, out));
-                    }
-                };
-                if left {
-                    let log = format!("{peer} dialled us but this node has left the cluster");
-                    let reason = "node has left the cluster";
-                    return Inbound::Gone(self.reject(link, reason, &log, now, out));
-                }
-                let our_nonce = self::nonce(rng);
-                let proof = Transcript {
-                    cluster: &self.cluster_name,
-                    dialer: peer.as_str(),
-                    acceptor: self.node.as_str(),
-                    dialer_nonce: &nonce,
-                    acceptor_nonce: &our_nonce,
-                }
-                .proof(&self.cookie, Role::Acceptor);
-                let challenge = LinkMessage::Challenge {
-                    protocol: PROTOCOL_VERSION,
-                    cluster: self.cluster_name.clone(),
-                    node: self.node.to_string(),
-                    port: self.port,
-                    incarnation,
-                    nonce: our_nonce,
-                    proof,
-                };
-                out.send(link, &challenge);
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.state = LinkState::AwaitProof {
-                        peer: PeerHello {
-                            node: peer,
-                            port,
-                            incarnation: peer_incarnation,
-                            nonce,
-                        },
-                        nonce: our_nonce,
-                    };
-                }
-                Inbound::Nothing
+        let LinkState::Handshake(handshake) = &mut l.state else {
+            return Inbound::Nothing;
+        };
+        let dialed = l.dialed.as_ref();
+        let step = handshake.step(msg, &self.local, incarnation, dialed, left, link, rng, out);
+        match step {
+            Step::Pending => Inbound::Nothing,
+            Step::Refuse { reason, log } => {
+                Inbound::Gone(self.reject(link, reason, &log, now, out))
             }
-            (
-                LinkState::AwaitChallenge { nonce: our_nonce },
-                LinkMessage::Challenge {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation: peer_incarnation,
-                    nonce,
-                    proof,
-                },
-            ) => {
-                let our_nonce = *our_nonce;
-                let expected = l.dialed.clone();
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => {
-                        return Inbound::Gone(self.reject(link, reason, &log, now, out));
-                    }
-                };
-                if let Some(expected) = expected.filter(|e| *e != peer) {
-                    let log = format!("dialled {expected} but the peer is {peer}");
-                    return Inbound::Gone(self.reject(
-                        link,
-                        "unexpected node name",
-                        &log,
-                        now,
-                        out,
-                    ));
-                }
-                let transcript = Transcript {
-                    cluster: &self.cluster_name,
-                    dialer: self.node.as_str(),
-                    acceptor: peer.as_str(),
-                    dialer_nonce: &our_nonce,
-                    acceptor_nonce: &nonce,
-                };
-                if !transcript.verify(&self.cookie, Role::Acceptor, &proof) {
-                    let log = format!("{peer} failed the cookie check (wrong node.cookie?)");
-                    return Inbound::Gone(self.reject(
-                        link,
-                        "authentication failed",
-                        &log,
-                        now,
-                        out,
-                    ));
-                }
-                let our_proof = transcript.proof(&self.cookie, Role::Dialer);
-                out.send(link, &LinkMessage::Proof { proof: our_proof });
-                self.authenticated(link, peer, port, peer_incarnation, now, out)
-            }
-            (LinkState::AwaitProof { peer, nonce }, LinkMessage::Proof { proof }) => {
-                let ok = Transcript {
-                    cluster: &self.cluster_name,
-                    dialer: peer.node.as_str(),
-                    acceptor: self.node.as_str(),
-                    dialer_nonce: &peer.nonce,
-                    acceptor_nonce: nonce,
-                }
-                .verify(&self.cookie, Role::Dialer, &proof);
-                let peer = peer.clone();
-                if !ok {
-                    let log = format!("{} failed the cookie check (wrong node.cookie?)", peer.node);
-                    return Inbound::Gone(self.reject(
-                        link,
-                        "authentication failed",
-                        &log,
-                        now,
-                        out,
-                    ));
-                }
-                self.authenticated(link, peer.node, peer.port, peer.incarnation, now, out)
-            }
-            (_, LinkMessage::Reject { reason }) => {
-                let who = describe(l);
-                self.log_peer_reject(&who, &reason, "peer refused the link", now);
+            Step::PeerRejected(reason) => {
                 let Some(l) = self.links.remove(&link) else {
                     return Inbound::Nothing;
                 };
+                let who = describe(&l);
+                self.log_peer_reject(&who, &reason, "peer refused the link", now);
                 out.close(link);
                 match l.dialed {
                     Some(node) => {
@@ -648,10 +467,11 @@ impl Links {
                     None => Inbound::Gone(Gone::Quiet),
                 }
             }
-            (_, other) => {
-                let log = format!("unexpected {} during the handshake", message_name(&other));
-                Inbound::Gone(self.reject(link, "protocol error", &log, now, out))
-            }
+            Step::Authenticated {
+                peer,
+                port,
+                incarnation,
+            } => self.authenticated(link, peer, port, incarnation, now, out),
         }
     }
 
@@ -678,7 +498,7 @@ impl Links {
                 LinkState::Up { incarnation, .. } => incarnation,
                 _ => 0,
             };
-            let lower_is_us = self.node < peer;
+            let lower_is_us = self.local.node < peer;
             let prefers = |dialed_by_us: bool| dialed_by_us == lower_is_us;
             let keep_new = incarnation > old_incarnation
                 || (incarnation == old_incarnation
@@ -691,7 +511,7 @@ impl Links {
                         old.addr
                     )
                 } else {
-                    let lower = self.node.clone().min(peer.clone());
+                    let lower = self.local.node.clone().min(peer.clone());
                     format!("duplicate link to {peer}; keeping the one dialled by {lower}")
                 };
                 return Inbound::Gone(self.reject(link, DUPLICATE_LINK, &log, now, out));
@@ -718,7 +538,11 @@ impl Links {
             link,
             max: self.max_frame,
         });
-        let dialer = if new_dialer_is_us { &self.node } else { &peer };
+        let dialer = if new_dialer_is_us {
+            &self.local.node
+        } else {
+            &peer
+        };
         tracing::info!(peer = %peer, addr = %new_addr, dialled_by = %dialer, "link up");
         self.peers.insert(peer.clone(), link);
         Inbound::Up {
@@ -837,41 +661,15 @@ impl Links {
     }
 }
 
-fn nonce(rng: &mut StdRng) -> [u8; NONCE_LEN] {
-    let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce);
-    nonce
-}
-
 /// A link for log lines: the peer's name once known (truncated: before authentication it is
 /// whatever the peer claims), always its address.
 fn describe(l: &Link) -> String {
     let name = match &l.state {
         LinkState::Up { peer, .. } => Some(peer),
-        LinkState::AwaitProof { peer, .. } => Some(&peer.node),
-        _ => l.dialed.as_ref(),
+        LinkState::Handshake(h) => h.claimed().or(l.dialed.as_ref()),
     };
     match name {
         Some(name) => format!("{} ({})", peer_text(name.as_str()), l.addr),
         None => l.addr.to_string(),
-    }
-}
-
-fn message_name(msg: &LinkMessage) -> &'static str {
-    match msg {
-        LinkMessage::Hello { .. } => "Hello",
-        LinkMessage::Challenge { .. } => "Challenge",
-        LinkMessage::Proof { .. } => "Proof",
-        LinkMessage::Reject { .. } => "Reject",
-        LinkMessage::Heartbeat => "Heartbeat",
-        LinkMessage::Members(_) => "Members",
-        LinkMessage::RoutesSync(_) => "RoutesSync",
-        LinkMessage::RouteAdd(_) => "RouteAdd",
-        LinkMessage::RouteRemove(_) => "RouteRemove",
-        LinkMessage::Forward(_) => "Forward",
-        LinkMessage::ForwardSeq { .. } => "ForwardSeq",
-        LinkMessage::Ack(_) => "Ack",
-        LinkMessage::Resume { .. } => "Resume",
-        LinkMessage::Bulk(_) => "Bulk",
     }
 }
