@@ -1,4 +1,4 @@
-//! The link handshake: its steps for one link until it is authenticated ([`Handshake`]: the
+//! The link handshake: its steps for one link until it is authenticated (`Handshake`: the
 //! dialer sends Hello, the acceptor answers Challenge, the dialer answers Proof), and its
 //! cryptography: HMAC-SHA256 proofs that a side holds the cluster cookie, computed over both
 //! nonces, both node names and the cluster name, with a role label so a proof can never be
@@ -447,14 +447,20 @@ mod tests {
     #[test]
     fn hello_challenge_proof_authenticates_both_sides() {
         let (dialer, acceptor) = run("secret", "secret");
-        assert!(
-            matches!(&dialer, Step::Authenticated { peer, incarnation: 9, .. } if peer.as_str() == "n2@10.0.0.2"),
-            "{dialer:?}"
-        );
-        assert!(
-            matches!(&acceptor, Step::Authenticated { peer, incarnation: 7, .. } if peer.as_str() == "n1@10.0.0.1"),
-            "{acceptor:?}"
-        );
+        let Step::Authenticated {
+            peer, incarnation, ..
+        } = &dialer
+        else {
+            panic!("dialer: {dialer:?}");
+        };
+        assert_eq!((peer.as_str(), *incarnation), ("n2@10.0.0.2", 9));
+        let Step::Authenticated {
+            peer, incarnation, ..
+        } = &acceptor
+        else {
+            panic!("acceptor: {acceptor:?}");
+        };
+        assert_eq!((peer.as_str(), *incarnation), ("n1@10.0.0.1", 7));
     }
 
     #[test]

@@ -8,10 +8,34 @@
 //! the node started), never spawns, never touches a socket, and draws randomness (nonces, backoff
 //! jitter) only from its seeded RNG.
 //!
+//! Structure: [`Cluster`] composes sub-state-machines, one a file, and only routes events between
+//! them, in a fixed order; a part never touches another's state (what it needs to know of another
+//! part comes in as an argument, what the others must hear comes back as a return value). Every
+//! part that emits frames or actions queues them on the core's one `Outbox`, and every random
+//! draw comes from the core's one `StdRng`, passed in, so actions and draws happen in call order.
+//! - `links`: the link table, heartbeats, dead links, the duplicate-link rule, the cap on
+//!   pending handshakes, link-level messages; `handshake` the steps and proofs of one link's
+//!   handshake; `bulk` the chunking and per-link assembly of bulk sets.
+//! - `membership`: the member list, this node's incarnation and `left` flag, autoclean, the
+//!   member list file.
+//! - `dialer`: whom to dial and when (dial table, backoff, strikes, the pending join).
+//! - `streams`: forwarding and the numbered QoS >= 1 streams with their buffer.
+//! - `sync`: local routes and the replicated route table (`routes::RouteTable`).
+//! - `mcast`: multicast announces and the nodes heard (`discovery` is the datagram codec).
+//! - `api`: the public types; `wire` the link messages; `name` node names and seeds.
+//!
+//! Timers: each part with deadlines has its own `poll_timeout` (its earliest deadline) and
+//! `handle_timeout`; [`Cluster::poll_timeout`] is the earliest of theirs, and
+//! [`Cluster::handle_timeout`] runs theirs in a fixed order: links (heartbeats, each with the
+//! pending ack from streams; dead and stalled links collected), streams (expired buffer windows;
+//! their routes purged), the collected links closed, membership (autoclean), mcast (announce),
+//! dialer (due dials).
+//!
 //! Model (DESIGN §1): every node is the single writer of its own routes. On link up each side
 //! sends its member list and its full route set; afterwards ordered `RouteAdd` / `RouteRemove`
 //! deltas on the same link. A link silent for three heartbeats, or closed, takes the peer's
-//! routes with it at once; the next link up resyncs them. Members are `(node, incarnation,
+//! routes with it at once (a member's are only hidden until its forward buffer window ends, see
+//! below); the next link up resyncs them. Members are `(node, incarnation,
 //! joined|left)` merged by higher incarnation; `running` = joined with a live link, `stopped` =
 //! joined without one. Every node dials every known member it has no link to (full mesh), plus
 //! its static seeds. A publish is forwarded once per destination node however many of that node's
@@ -24,7 +48,7 @@
 //!   on link up yet.
 //! - Shared subscriptions `$share/g/f` announce the route `f`; groups stay per node, so a group
 //!   with members on two nodes receives one copy per node.
-//! - Multicast discovery (`discovery::` for the datagrams): a node announces itself to the
+//! - Multicast discovery (`mcast`; `discovery` for the datagrams): a node announces itself to the
 //!   group at start and then forever, every 0.5 s doubling to every 5 s, each with ±25% jitter.
 //!   Hearing an authenticated announce from a node it has no link to, the lower node name dials
 //!   (at once, keeping its backoff count); the higher one answers a ping with a unicast pong so
@@ -60,6 +84,7 @@
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
 
+mod api;
 mod bulk;
 mod dialer;
 pub mod discovery;
@@ -84,6 +109,9 @@ use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+pub use api::{
+    ClusterAction, ClusterConfig, ClusterMetrics, ClusterStatus, LinkId, LinkLoss, RouteEntry,
+};
 use dialer::{Dialer, Facts};
 use links::{Gone, Inbound, Links};
 use mcast::Announcer;
@@ -91,7 +119,7 @@ use membership::Membership;
 pub use name::{Discovery, NodeHost, NodeName, SeedNode};
 use streams::{FORWARD_BUFFER_WINDOW, Streams};
 use sync::RouteSync;
-use wire::{BulkBody, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry};
+use wire::{BulkBody, ForwardRef, LinkMessage, MemberEntry};
 
 /// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
 /// Reject are a few hundred bytes).
@@ -100,156 +128,6 @@ pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Identifies one inter-node TCP connection for the lifetime of the node (never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LinkId(pub u64);
-
-/// What the driver must do on the cluster core's behalf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterAction {
-    /// Write this whole frame (length prefix included) on the link.
-    Send { link: LinkId, frame: Bytes },
-    /// Flush what was sent so far, then close the link. No further actions name it.
-    Close { link: LinkId },
-    /// Open a TCP connection to `host:port` (within [`Cluster::connect_timeout`]) and report
-    /// `link_opened(.., Some(node))` or `dial_failed(node, ..)`.
-    Dial {
-        node: NodeName,
-        host: String,
-        port: u16,
-    },
-    /// Hand a publish forwarded by another node to the local broker.
-    Deliver(ForwardedPublish),
-    /// Send this discovery announce to the multicast group on every `cluster.mcast.ports`.
-    Announce(Bytes),
-    /// Send this discovery datagram (a pong) to `to`, from the announcing socket.
-    Datagram { to: SocketAddr, bytes: Bytes },
-    /// Replace the member list file (`node.data_dir/cluster-members`) with this text.
-    SaveMembers(String),
-    /// The answer to a `join`.
-    JoinDone {
-        node: NodeName,
-        result: Result<(), String>,
-    },
-    /// The link is authenticated: its reader may now take frames of up to `max` bytes (until
-    /// then it takes at most [`PREAUTH_MAX_FRAME`]).
-    FrameLimit { link: LinkId, max: usize },
-}
-
-/// Why a link broke, as the driver saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkLoss {
-    /// EOF, reset or an I/O error.
-    Io,
-    /// The peer sent bytes that are not frames (oversize or empty length prefix).
-    Frame(wire::FrameError),
-    /// The driver dropped the link because the peer does not read fast enough.
-    SlowPeer,
-}
-
-/// The cluster settings the core needs (the `cluster.*` and `node.*` keys, resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// This node's name.
-    pub node: NodeName,
-    /// The cluster port this node really listens on (announced to peers).
-    pub port: u16,
-    /// `cluster.port` as configured: the port of seeds given without one.
-    pub default_port: u16,
-    /// `cluster.name`.
-    pub cluster_name: String,
-    /// `node.cookie`.
-    pub cookie: String,
-    /// `cluster.discovery`.
-    pub discovery: Discovery,
-    /// `cluster.static.seeds` (used with static discovery).
-    pub seeds: Vec<SeedNode>,
-    /// `cluster.heartbeat`.
-    pub heartbeat: Duration,
-    /// `cluster.autoheal`: redial members whose link was lost.
-    pub autoheal: bool,
-    /// `cluster.autoclean`: forget a member stopped this long.
-    pub autoclean: Option<Duration>,
-    /// `cluster.max_frame_size`: largest frame accepted from an authenticated peer.
-    pub max_frame: usize,
-}
-
-/// `ctl cluster status`: members with a live link and members without one, sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClusterStatus {
-    /// This node and every joined member with a live link.
-    pub running_nodes: Vec<String>,
-    /// Joined members without a live link.
-    pub stopped_nodes: Vec<String>,
-}
-
-impl ClusterStatus {
-    /// The EMQX form: `Cluster status: [{running_nodes,['a','b']},{stopped_nodes,['c']}]`, the
-    /// stopped part only when there are stopped members.
-    pub fn render(&self) -> String {
-        let quoted = |nodes: &[String]| {
-            nodes
-                .iter()
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut out = format!(
-            "Cluster status: [{{running_nodes,[{}]}}",
-            quoted(&self.running_nodes)
-        );
-        if !self.stopped_nodes.is_empty() {
-            out.push_str(&format!(
-                ",{{stopped_nodes,[{}]}}",
-                quoted(&self.stopped_nodes)
-            ));
-        }
-        out.push(']');
-        out
-    }
-}
-
-/// One row of `ctl routes list`: a filter and every node (local included) with a route for it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RouteEntry {
-    /// The topic filter (the inner filter of a shared subscription).
-    pub filter: String,
-    /// Nodes with at least one subscriber for it, sorted.
-    pub nodes: Vec<String>,
-}
-
-/// Cluster counters for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ClusterMetrics {
-    /// Authenticated links currently up.
-    pub links_up: u64,
-    /// Running members, this node included.
-    pub running_nodes: u64,
-    /// Stopped members.
-    pub stopped_nodes: u64,
-    /// Routes in the table: local filters plus (filter, remote node) pairs.
-    pub routes: u64,
-    /// Publishes forwarded to other nodes (one per destination node).
-    pub forwards_sent: u64,
-    /// Publishes received from other nodes.
-    pub forwards_received: u64,
-    /// Forwards that could not be sent (no live link to a node that had a route).
-    pub forward_drops: u64,
-    /// Links refused or closed for bad input (handshake failures, garbage, oversize frames).
-    pub links_rejected: u64,
-    /// QoS >= 1 forwards kept until their node acknowledges them (in flight or buffered while
-    /// its link is down).
-    pub forwards_unacked: u64,
-    /// Multicast announces (pings) sent.
-    pub announces_sent: u64,
-    /// Authenticated discovery datagrams from other nodes of the cluster.
-    pub datagrams_received: u64,
-    /// Discovery datagrams dropped (malformed, other cluster, other cookie, bad HMAC...).
-    pub datagrams_dropped: u64,
-    /// Incoming connections closed at once because `MAX_PENDING_HANDSHAKES` were pending.
-    pub handshakes_refused: u64,
-}
 
 /// The actions queued for the driver, in the order the parts produced them. Every part that
 /// emits frames or actions takes `&mut Outbox`.
@@ -337,6 +215,12 @@ impl Cluster {
 
     fn broadcast(&mut self, msg: &LinkMessage) {
         self.links.broadcast(msg, &mut self.out);
+    }
+
+    /// Tells every linked node our member list.
+    fn gossip_members(&mut self) {
+        let members = LinkMessage::Members(self.membership.entries());
+        self.broadcast(&members);
     }
 
     /// The next queued action, in the order they were produced.
@@ -532,8 +416,7 @@ impl Cluster {
             self.close(link, now);
         }
         if changed {
-            let members = LinkMessage::Members(self.membership.entries());
-            self.broadcast(&members);
+            self.gossip_members();
             self.refresh_dials(now);
         }
     }
@@ -562,7 +445,8 @@ impl Cluster {
             .min()
     }
 
-    /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
+    /// Heartbeats, dead links, stalled handshakes, expired forward buffers, autoclean, announces
+    /// and due dials at `now`, each part in turn (see the module doc for the order).
     pub fn handle_timeout(&mut self, now: Duration) {
         let streams = &mut self.streams;
         let ack = |peer: &NodeName| streams.heartbeat_ack(peer);
@@ -575,8 +459,7 @@ impl Cluster {
             self.close(link, now);
         }
         if self.membership.handle_timeout(now) {
-            let members = LinkMessage::Members(self.membership.entries());
-            self.broadcast(&members);
+            self.gossip_members();
             self.refresh_dials(now);
         }
         if let Some(m) = &mut self.mcast {
@@ -663,8 +546,7 @@ impl Cluster {
     /// `ctl cluster leave`: tell every member we leave, close every link, stop dialling.
     pub fn leave(&mut self, now: Duration) -> Result<(), String> {
         self.membership.leave()?;
-        let members = LinkMessage::Members(self.membership.entries());
-        self.broadcast(&members);
+        self.gossip_members();
         for link in self.links.ids() {
             self.close(link, now);
         }
@@ -687,8 +569,7 @@ impl Cluster {
         if let Some(link) = self.links.peer(node) {
             self.close(link, now);
         }
-        let members = LinkMessage::Members(self.membership.entries());
-        self.broadcast(&members);
+        self.gossip_members();
         self.refresh_dials(now);
         Ok(())
     }
