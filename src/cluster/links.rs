@@ -673,3 +673,67 @@ fn describe(l: &Link) -> String {
         None => l.addr.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::cluster::Discovery;
+
+    fn links() -> Links {
+        Links::new(&ClusterConfig {
+            node: "n1@10.0.0.1".parse().unwrap(),
+            port: 4370,
+            default_port: 4370,
+            cluster_name: "flockmq".into(),
+            cookie: "cookie".into(),
+            discovery: Discovery::Manual,
+            seeds: Vec::new(),
+            heartbeat: Duration::from_millis(500),
+            autoheal: true,
+            autoclean: None,
+            max_frame: 1024 * 1024,
+        })
+    }
+
+    #[test]
+    fn a_handshake_that_takes_too_long_is_due_and_closed() {
+        let (mut l, mut rng, mut out) = (links(), StdRng::seed_from_u64(1), Outbox::default());
+        let addr = SocketAddr::from(([10, 0, 0, 2], 4370));
+        let opened = Duration::from_secs(2);
+        l.opened(LinkId(1), addr, None, opened, 1, &mut rng, &mut out);
+        let due = opened + l.handshake_timeout();
+        assert_eq!(l.poll_timeout(), Some(due));
+        let early = due - Duration::from_millis(1);
+        assert!(l.handle_timeout(early, &mut out, |_| None).is_empty());
+        assert_eq!(l.handle_timeout(due, &mut out, |_| None), [LinkId(1)]);
+        assert_eq!(l.counters(), (1, 0));
+        // Closing the accepted link in its handshake tells the rest of the core nothing.
+        assert_eq!(l.close(LinkId(1), false, due, &mut out), Gone::Quiet);
+        assert_eq!(l.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_dialled_link_lost_in_its_handshake_is_a_failed_dial() {
+        let (mut l, mut rng, mut out) = (links(), StdRng::seed_from_u64(1), Outbox::default());
+        let addr = SocketAddr::from(([10, 0, 0, 2], 4370));
+        let n2: NodeName = "n2@10.0.0.2".parse().unwrap();
+        l.opened(
+            LinkId(1),
+            addr,
+            Some(n2.clone()),
+            Duration::ZERO,
+            1,
+            &mut rng,
+            &mut out,
+        );
+        assert!(
+            matches!(out.pop(), Some(ClusterAction::Send { .. })),
+            "the Hello"
+        );
+        let gone = l.lost(LinkId(1), LinkLoss::Io, Duration::ZERO, &mut out);
+        assert!(matches!(gone, Gone::Dial { node, .. } if node == n2));
+        assert_eq!(out.pop(), None);
+    }
+}

@@ -391,3 +391,87 @@ impl Membership {
         !expired.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> NodeName {
+        s.parse().unwrap()
+    }
+
+    fn entry(node: &str, incarnation: u64, left: bool) -> MemberEntry {
+        MemberEntry {
+            node: node.into(),
+            port: 4370,
+            incarnation,
+            left,
+        }
+    }
+
+    fn n1() -> Membership {
+        Membership::new(name("n1@10.0.0.1"), 4370, Some(Duration::from_secs(60)), 5)
+    }
+
+    #[test]
+    fn merge_keeps_the_higher_incarnation_and_left_wins_ties() {
+        let mut m = n1();
+        let now = Duration::from_secs(1);
+        let (changed, gone) = m.merge(&[entry("n2@10.0.0.2", 3, false)], now, |_| true);
+        assert!(changed && gone.is_empty());
+        assert_eq!(m.members()[&name("n2@10.0.0.2")].down_since, None, "linked");
+        let (changed, _) = m.merge(&[entry("n2@10.0.0.2", 2, true)], now, |_| true);
+        assert!(!changed, "older");
+        let (changed, gone) = m.merge(&[entry("n2@10.0.0.2", 3, true)], now, |_| true);
+        assert!(changed, "left wins a tie");
+        assert_eq!(gone, vec![name("n2@10.0.0.2")], "its link should close");
+        let (changed, _) = m.merge(&[entry("n2@10.0.0.2", 3, false)], now, |_| true);
+        assert!(!changed, "a tie does not undo left");
+    }
+
+    #[test]
+    fn a_stale_entry_about_ourselves_is_refuted() {
+        let mut m = n1();
+        let (changed, _) = m.merge(&[entry("n1@10.0.0.1", 5, true)], Duration::ZERO, |_| false);
+        assert!(changed);
+        assert_eq!(m.incarnation(), 6);
+        assert!(
+            m.entries()
+                .iter()
+                .any(|e| e.node == "n1@10.0.0.1" && !e.left)
+        );
+    }
+
+    #[test]
+    fn autoclean_is_due_after_the_period_and_tombstones_once() {
+        let mut m = n1();
+        let down = Duration::from_secs(10);
+        m.merge(&[entry("n2@10.0.0.2", 1, false)], down, |_| false);
+        assert_eq!(m.poll_timeout(), Some(down + Duration::from_secs(60)));
+        assert!(!m.handle_timeout(down + Duration::from_secs(59)));
+        assert!(m.handle_timeout(down + Duration::from_secs(60)));
+        assert!(m.members()[&name("n2@10.0.0.2")].left);
+        assert_eq!(m.poll_timeout(), None);
+        assert!(
+            m.link_up(&name("n2@10.0.0.2"), 4370, 2),
+            "a restart comes back"
+        );
+        assert_eq!(m.poll_timeout(), None, "linked");
+    }
+
+    #[test]
+    fn the_file_is_saved_only_when_it_changed() {
+        let mut m = n1();
+        assert_eq!(m.take_save(), None);
+        m.link_up(&name("n2@10.0.0.2"), 4370, 1);
+        let text = m.take_save().unwrap();
+        assert!(text.ends_with("n2@10.0.0.2 4370\n"), "{text}");
+        assert_eq!(m.take_save(), None);
+        m.link_down(&name("n2@10.0.0.2"), Duration::ZERO);
+        m.link_up(&name("n2@10.0.0.2"), 4370, 1);
+        assert_eq!(m.take_save(), None, "nothing in the file changed");
+        let mut again = n1();
+        assert_eq!(again.restore(&text, Duration::ZERO), 1);
+        assert_eq!(again.file(), text);
+    }
+}

@@ -367,3 +367,131 @@ impl Streams {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> NodeName {
+        s.parse().unwrap()
+    }
+
+    fn publish(payload: &[u8]) -> ForwardRef<'_> {
+        ForwardRef {
+            topic: "t",
+            payload,
+            qos: 1,
+            retain: false,
+            expiry: None,
+            payload_format_indicator: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: wire::UserProps(&[]),
+            content_type: None,
+        }
+    }
+
+    fn delivered() -> ForwardedPublish {
+        ForwardedPublish {
+            topic: "t".into(),
+            payload: Vec::new(),
+            qos: 1,
+            retain: false,
+            expiry: None,
+            payload_format_indicator: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            content_type: None,
+        }
+    }
+
+    /// The numbers of the `ForwardSeq` frames and the `Resume` / `Ack` values `out` holds.
+    fn sent(out: &mut Outbox) -> Vec<String> {
+        std::iter::from_fn(|| out.pop())
+            .filter_map(|a| match a {
+                ClusterAction::Send { frame, .. } => Some(frame),
+                _ => None,
+            })
+            .map(
+                |frame| match wire::decode(&frame[wire::LENGTH_PREFIX..]).unwrap() {
+                    LinkMessage::ForwardSeq { seq, .. } => format!("seq {seq}"),
+                    LinkMessage::Resume { received } => format!("resume {received}"),
+                    LinkMessage::Ack(upto) => format!("ack {upto}"),
+                    other => other.name().to_owned(),
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn forwards_are_numbered_kept_until_acked_and_resent_after_resume() {
+        let n2 = name("n2@10.0.0.2");
+        let (link, mut out) = (LinkId(1), Outbox::default());
+        let mut s = Streams::default();
+        s.link_up(link, &n2, 7, &mut out);
+        assert_eq!(sent(&mut out), ["resume 0"]);
+        // Paused until the peer's Resume: kept, not sent.
+        assert!(s.numbered(&n2, Some(link), &publish(b"1"), &mut out));
+        assert!(sent(&mut out).is_empty());
+        s.resume(link, &n2, 0, &mut out);
+        assert_eq!(sent(&mut out), ["seq 1"]);
+        assert!(s.numbered(&n2, Some(link), &publish(b"2"), &mut out));
+        assert!(s.numbered(&n2, Some(link), &publish(b"3"), &mut out));
+        assert_eq!(sent(&mut out), ["seq 2", "seq 3"]);
+        s.acked(&n2, 2);
+        assert_eq!(s.unacked(), 1);
+        // Down, then up again at the same incarnation: the peer says it has 2, 3 is resent.
+        s.link_down(&n2, Duration::from_secs(1));
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Duration::from_secs(1) + FORWARD_BUFFER_WINDOW)
+        );
+        s.link_up(link, &n2, 7, &mut out);
+        assert_eq!(s.poll_timeout(), None);
+        s.resume(link, &n2, 2, &mut out);
+        assert_eq!(sent(&mut out), ["resume 0", "seq 3"]);
+        // A restart (new incarnation) numbers afresh and drops the buffer.
+        s.link_up(link, &n2, 8, &mut out);
+        assert_eq!(s.unacked(), 0);
+        assert_eq!(s.counters().2, 1, "one buffered forward dropped");
+        s.resume(link, &n2, 0, &mut out);
+        assert!(s.numbered(&n2, Some(link), &publish(b"4"), &mut out));
+        assert_eq!(sent(&mut out), ["resume 0", "seq 1"]);
+    }
+
+    #[test]
+    fn received_forwards_are_delivered_once_and_acked_every_so_often() {
+        let n2 = name("n2@10.0.0.2");
+        let (link, mut out) = (LinkId(1), Outbox::default());
+        let mut s = Streams::default();
+        s.link_up(link, &n2, 7, &mut out);
+        let _ = sent(&mut out);
+        let fwd = delivered();
+        for seq in 1..=ACK_EVERY {
+            s.received_numbered(link, &n2, seq, fwd.clone(), &mut out);
+        }
+        s.received_numbered(link, &n2, 3, fwd.clone(), &mut out);
+        assert_eq!(s.counters().1, ACK_EVERY, "the duplicate is not delivered");
+        let acks: Vec<String> = sent(&mut out);
+        assert_eq!(acks, [format!("ack {ACK_EVERY}")]);
+        assert_eq!(s.heartbeat_ack(&n2), None, "nothing new since");
+        s.received_numbered(link, &n2, ACK_EVERY + 1, fwd, &mut out);
+        assert_eq!(s.heartbeat_ack(&n2), Some(ACK_EVERY + 1));
+    }
+
+    #[test]
+    fn a_buffer_window_that_runs_out_forgets_the_node() {
+        let n2 = name("n2@10.0.0.2");
+        let mut s = Streams::default();
+        s.link_up(LinkId(1), &n2, 7, &mut Outbox::default());
+        s.link_down(&n2, Duration::ZERO);
+        assert!(
+            s.handle_timeout(FORWARD_BUFFER_WINDOW - Duration::from_millis(1))
+                .is_empty()
+        );
+        assert_eq!(s.handle_timeout(FORWARD_BUFFER_WINDOW), vec![n2.clone()]);
+        assert_eq!(s.nodes().count(), 0);
+        assert_eq!(s.poll_timeout(), None);
+    }
+}
