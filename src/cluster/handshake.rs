@@ -104,8 +104,9 @@ pub(super) struct PeerHello {
     nonce: [u8; NONCE_LEN],
 }
 
-/// Where one link is in its handshake.
+/// Where one link is in its handshake: each state is named by the message it awaits.
 #[derive(Debug)]
+#[allow(clippy::enum_variant_names)]
 pub(super) enum Handshake {
     /// Accepted; waiting for the dialer's Hello.
     AwaitHello,
