@@ -1,13 +1,13 @@
 //! The links: every inter-node TCP connection the core knows, from accept or dial through the
 //! cookie handshake to authenticated, and the one authenticated link per peer.
 //!
-//! Owns the link table (`LinkId` → state `AwaitHello` / `AwaitChallenge` / `AwaitProof` /
-//! `Up`), the handshake (Hello, Challenge, Proof; nonces drawn from the core's RNG), the cap on
-//! accepted links in their handshake (`MAX_PENDING_HANDSHAKES`), the duplicate-link rule,
-//! heartbeats and dead-link detection, the assembly of bulk transfers per link, the link-level
-//! messages (`Heartbeat`, `Reject`, handshake messages out of place) and the rate-limited log of
-//! refused or broken links. What a link's coming and going means for the rest of the core is
-//! said back to the caller as [`Gone`] and [`Inbound::Up`].
+//! Owns the link table (`LinkId` → in its handshake, whose steps `handshake::Handshake` takes,
+//! or `Up`), the cap on accepted links in their handshake (`MAX_PENDING_HANDSHAKES`), the
+//! duplicate-link rule, heartbeats and dead-link detection, each link's bulk assembly
+//! (`bulk::Assembly`), the link-level messages (`Heartbeat`, `Bulk` chunks, `Reject`, handshake
+//! messages out of place) and the rate-limited log of refused or broken links. What a link's
+//! coming and going means for the rest of the core is said back to the caller as [`Gone`] and
+//! [`Inbound`].
 //!
 //! Deadlines: per authenticated link, the next heartbeat (every `cluster.heartbeat`) and its
 //! death (`DEAD_AFTER_HEARTBEATS` heartbeats without a frame); per link in its handshake, the
@@ -36,7 +36,7 @@ pub(super) const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The reject reason sent when a peer's frame was oversize or empty.
 const BAD_FRAMING: &str = "bad framing";
 /// The reject reason of the losing link when both nodes dialled each other.
-pub(super) const DUPLICATE_LINK: &str = "duplicate link";
+const DUPLICATE_LINK: &str = "duplicate link";
 
 #[derive(Debug)]
 enum LinkState {

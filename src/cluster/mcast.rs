@@ -21,7 +21,7 @@ use super::{ClusterAction, ClusterConfig, DROP_LOG_EVERY, NodeName, Outbox};
 use crate::log_limit::{LogLimiter, peer_text};
 
 /// Multicast announces start this often and double up to `ANNOUNCE_MAX`.
-pub(super) const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
+const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
 pub(super) const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
 /// A node heard by multicast and not heard again for this long is no longer dialled (unless it
 /// became a member).
