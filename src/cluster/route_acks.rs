@@ -86,11 +86,11 @@ impl RouteAcks {
             .flatten()
     }
 
-    /// `link` is gone: it no longer holds anything back, and owes or is owed nothing.
-    pub(super) fn link_gone(&mut self, link: LinkId) {
-        self.out.remove(&link);
-        self.applied.remove(&link);
-        self.due.remove(&link);
+    /// Forgets every link `keep` says no to (no longer authenticated).
+    pub(super) fn keep_links(&mut self, keep: impl Fn(LinkId) -> bool) {
+        self.out.retain(|&l, _| keep(l));
+        self.applied.retain(|&l, _| keep(l));
+        self.due.retain(|&l| keep(l));
     }
 
     /// Every change up to the returned number is confirmed at `now`; `Some` only when that
@@ -169,7 +169,7 @@ mod tests {
         a.changed();
         a.sent(LinkId(1), Duration::ZERO);
         a.sent(LinkId(2), Duration::ZERO);
-        a.link_gone(LinkId(1));
+        a.keep_links(|l| l != LinkId(1));
         assert_eq!(a.newly_confirmed(Duration::ZERO, DEAD), None);
         assert_eq!(a.next_expiry(DEAD), Some(DEAD));
         assert_eq!(

@@ -189,6 +189,30 @@ pub enum LinkMessage {
     RouteAck(u64),
 }
 
+impl LinkMessage {
+    /// The variant's name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkMessage::Hello { .. } => "Hello",
+            LinkMessage::Challenge { .. } => "Challenge",
+            LinkMessage::Proof { .. } => "Proof",
+            LinkMessage::Reject { .. } => "Reject",
+            LinkMessage::Heartbeat => "Heartbeat",
+            LinkMessage::Members(_) => "Members",
+            LinkMessage::RoutesSync(_) => "RoutesSync",
+            LinkMessage::RouteAdd(_) => "RouteAdd",
+            LinkMessage::RouteRemove(_) => "RouteRemove",
+            LinkMessage::Forward(_) => "Forward",
+            LinkMessage::ForwardSeq { .. } => "ForwardSeq",
+            LinkMessage::Ack(_) => "Ack",
+            LinkMessage::Resume { .. } => "Resume",
+            LinkMessage::Bulk(_) => "Bulk",
+            LinkMessage::RetainedDigest(_) => "RetainedDigest",
+            LinkMessage::RouteAck(_) => "RouteAck",
+        }
+    }
+}
+
 /// One bounded piece of a bulk set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkChunk {
