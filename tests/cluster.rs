@@ -218,10 +218,19 @@ fn running(nodes: &[usize]) -> String {
 }
 
 async fn publish(addr: SocketAddr, id: &str, topic: &str, payload: &str) {
+    publish_as(addr, id, topic, payload, false).await;
+}
+
+async fn publish_retained(addr: SocketAddr, id: &str, topic: &str, payload: &str) {
+    publish_as(addr, id, topic, payload, true).await;
+}
+
+/// Publishes one QoS 1 message (retained or not) and waits for its PUBACK.
+async fn publish_as(addr: SocketAddr, id: &str, topic: &str, payload: &str, retain: bool) {
     let mut publisher = V4::connect(id, addr).await;
     publisher
         .client
-        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
         .await
         .unwrap();
     loop {
@@ -437,21 +446,6 @@ async fn a_whole_manual_cluster_killed_and_restarted_forms_again_from_its_data_d
     for n in &nodes {
         n.wait_status(&running(&[1, 2, 3])).await;
     }
-}
-
-async fn publish_retained(addr: SocketAddr, id: &str, topic: &str, payload: &str) {
-    let mut publisher = V4::connect(id, addr).await;
-    publisher
-        .client
-        .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
-        .await
-        .unwrap();
-    loop {
-        if let rumqttc::Packet::PubAck(_) = publisher.next_incoming().await {
-            break;
-        }
-    }
-    publisher.disconnect().await;
 }
 
 /// What a new subscriber to `filter` on `addr` is served: retained topic -> payload. Reads until
