@@ -404,6 +404,27 @@ fn render_off<T>(v: &Option<T>, render: impl Fn(&T) -> String) -> String {
     v.as_ref().map_or_else(|| "off".into(), render)
 }
 
+/// The tracing filter of a `log.level` value (what the node logs with). Field values in it
+/// (`[span{field=value}]`) match literally, not as regular expressions: tracing-subscriber builds
+/// those into a DFA without a size limit, and a value of a hundred bytes such as
+/// `[{f=(a|b)*a(a|b)(a|b)...}]` took minutes to parse (found by the `config` fuzz target as a
+/// timeout), at start, in check-config and on SIGHUP.
+pub fn log_env_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(level)
+        .map_err(|e| e.to_string())
+}
+
+/// A `log.level` filter with the whitespace around each comma-separated directive removed.
+/// tracing-subscriber (0.3.23) cuts a directive at offsets it counts in the directive without its
+/// leading whitespace: `warn, flockmq=debug` named the target ` flockm`, and a directive starting
+/// with a non-ASCII space (U+00A0) made it slice inside that character and panic (found by the
+/// `config` fuzz target).
+fn trim_directives(v: &str) -> String {
+    v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+}
+
 fn parse_qos(v: &str) -> Result<QoS, String> {
     v.parse::<u8>()
         .ok()
@@ -537,8 +558,8 @@ static KEYS: &[KeySpec] = &[
     },
     KeySpec {
         key: "log.level",
-        apply: |c, v| match tracing_subscriber::EnvFilter::try_new(v) {
-            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(v.to_owned())),
+        apply: |c, v| match log_env_filter(&trim_directives(v)) {
+            Ok(_) if !v.is_empty() => set(&mut c.log_level, Ok(trim_directives(v))),
             _ => Err(format!(
                 "'{v}' is not a log filter (error, warn, info, debug, trace, or target=level,...)"
             )),
@@ -732,6 +753,18 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// `value` as `render` writes it: in quotes when the bare value would not read back the same (a
+/// value starting with `#` would be a comment, surrounding whitespace would be trimmed, and
+/// surrounding quotes stripped; found by the `config` fuzz target with `admin.token =#...`).
+/// A value with whitespace before a `#` (only from the environment or `--set`) has no file form.
+fn quote_if_needed(value: &str) -> String {
+    if value.starts_with('#') || strip_quotes(value.trim()) != value {
+        format!("\"{value}\"")
+    } else {
+        value.to_owned()
+    }
+}
+
 fn assignment(key: &str, value: &str, origin: Origin) -> Result<Assignment, ConfigError> {
     let spec = key_spec(key).ok_or_else(|| ConfigError::invalid(&origin, key, "unknown key"))?;
     Ok(Assignment {
@@ -836,6 +869,12 @@ impl Config {
             .map(|(k, v)| assignment(k, v, Origin::Set))
             .collect::<Result<Vec<_>, _>>()?;
         Config::from_assignments(layers)
+    }
+
+    /// The config a file with this text gives (defaults plus the file; no environment, no
+    /// `--set`), as `load` reads it; `path` only names the file in errors.
+    pub fn from_text(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::from_assignments(parse_file(text, path)?)
     }
 
     fn from_assignments(layers: Vec<Assignment>) -> Result<Config, ConfigError> {
@@ -995,7 +1034,7 @@ impl Config {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for spec in KEYS {
-            let line = format!("{} = {}", spec.key, (spec.render)(self));
+            let line = format!("{} = {}", spec.key, quote_if_needed(&(spec.render)(self)));
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -1027,16 +1066,14 @@ mod tests {
 
     fn file_err(text: &str) -> String {
         let path = Path::new("flockmq.conf");
-        match parse_file(text, path).and_then(Config::from_assignments) {
+        match Config::from_text(text, path) {
             Ok(c) => panic!("expected an error, got {c:?}"),
             Err(e) => e.to_string(),
         }
     }
 
     fn file_config(text: &str) -> Config {
-        parse_file(text, Path::new("f.conf"))
-            .and_then(Config::from_assignments)
-            .unwrap()
+        Config::from_text(text, Path::new("f.conf")).unwrap()
     }
 
     #[test]
@@ -1099,6 +1136,51 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn from_text_is_what_load_reads_from_a_file() {
+        let text = "node.cookie = abc\ncluster.heartbeat = 2s\n";
+        let dir = std::env::temp_dir().join(format!("flockmq-from-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.conf");
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(Some(&path), Vec::new(), &[]).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let parsed = Config::from_text(text, &path).unwrap();
+        assert_eq!(parsed, loaded);
+        assert_eq!(parsed.node.cookie, "abc");
+        let e = Config::from_text("node.cookie\n", Path::new("x.conf")).unwrap_err();
+        assert!(e.to_string().contains("x.conf"), "{e}");
+    }
+
+    #[test]
+    fn render_quotes_values_that_would_not_read_back_bare() {
+        // The `config` fuzz target's crash, minimized: a token starting with '#' was rendered
+        // as `admin.token = #x`, a comment, so check-config's output did not parse back.
+        let c = file_config(
+            "admin.bind = 0.0.0.0:18083\nadmin.token =#x\nnode.cookie = \" padded \"\n\
+             cluster.name = \"\"quoted\"\"\n",
+        );
+        assert_eq!(c.admin.token.as_deref(), Some("#x"));
+        assert_eq!(c.node.cookie, " padded ");
+        assert_eq!(c.cluster.name, "\"quoted\"");
+        let rendered = c.render();
+        assert!(rendered.contains("admin.token = \"#x\"\n"), "{rendered}");
+        assert!(
+            rendered.contains("node.cookie = \" padded \"\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("cluster.name = \"\"quoted\"\"\n"),
+            "{rendered}"
+        );
+        assert_eq!(file_config(&rendered), c);
+        assert!(
+            Config::default()
+                .render()
+                .contains("node.cookie = flockmqsecretcookie\n")
+        );
     }
 
     #[test]
@@ -1496,6 +1578,36 @@ mod tests {
         assert_eq!(
             (c.mqtt.server_keepalive, c.mqtt.max_session_expiry),
             (None, u32::MAX)
+        );
+    }
+
+    #[test]
+    fn log_level_directives_are_trimmed() {
+        // Once a panic inside tracing-subscriber: a directive starting with U+00A0, a space
+        // outside ASCII (the `config` fuzz target's crash input, minimized).
+        let crash = "log.level = a,\u{a0}\u{a0}ab=info\n";
+        assert_eq!(file_config(crash).log_level, "a,ab=info");
+        // ASCII spaces after commas used to shift the target name (` flockm`).
+        let c = Config::from_pairs(&[("log.level", "warn, flockmq=debug ,  x")]).unwrap();
+        assert_eq!(c.log_level, "warn,flockmq=debug,x");
+        assert_eq!(file_config(&c.render()), c);
+    }
+
+    #[test]
+    // A wall-clock bound is the point of this test (the regression is a hang), not core logic.
+    #[allow(clippy::disallowed_methods)]
+    fn log_level_field_values_are_not_regular_expressions() {
+        // The `config` fuzz target's timeout, as a pattern whose DFA has 2^21 states: as a
+        // regular expression it took minutes to compile; as a literal value it costs nothing.
+        let level = format!("[{{f=(a|b)*a{}}}]", "(a|b)".repeat(20));
+        let started = std::time::Instant::now();
+        let c = Config::from_pairs(&[("log.level", &level)]).unwrap();
+        assert_eq!(c.log_level, level);
+        assert!(log_env_filter(&level).is_ok());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
         );
     }
 

@@ -177,7 +177,7 @@ fn init_tracing(level: &str) -> LogControl {
     let from_env = EnvFilter::try_from_default_env().ok();
     let is_env = from_env.is_some();
     let filter = from_env
-        .or_else(|| EnvFilter::try_new(level).ok())
+        .or_else(|| flockmq::config::log_env_filter(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     // No colour codes in log files or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -248,7 +248,7 @@ fn reload(running: &mut Config, args: &ConfigArgs, log: &LogControl) {
                     "SIGHUP: log.level = {value} not applied: RUST_LOG is set and wins"
                 ),
                 (Some(handle), false) => {
-                    let filter = EnvFilter::try_new(value);
+                    let filter = flockmq::config::log_env_filter(value);
                     if filter.is_ok_and(|f| handle.reload(f).is_ok()) {
                         running.log_level.clone_from(&new.log_level);
                         applied.push(format!("{key} = {value}"));

@@ -175,21 +175,45 @@ pub(crate) struct Link {
 
 impl Link {
     /// Writes a PUBLISH unless it exceeds the client's Maximum Packet Size (then it is dropped
-    /// and counted, and `false` returned). Applies an outbound topic alias after the size check,
-    /// so a dropped packet never consumes an alias.
-    fn send_publish(&mut self, publish: Publish, out: &mut Outbox) -> bool {
+    /// and counted, and `false` returned). The size checked is the packet as written, outbound
+    /// topic alias included: a new alias adds its property to the whole topic, so a packet that
+    /// only the new alias makes too large goes without it; a dropped packet never consumes an
+    /// alias.
+    fn send_publish(&mut self, mut publish: Publish, out: &mut Outbox) -> bool {
         let qos = publish.qos;
+        let mut new_alias = None;
+        match self.alias_for(&publish.topic) {
+            Some((alias, false)) => {
+                publish.properties.topic_alias = Some(alias);
+                publish.topic = ByteString::new();
+            }
+            Some((alias, true)) => {
+                publish.properties.topic_alias = Some(alias);
+                new_alias = Some(alias);
+            }
+            None => {}
+        }
         let mut packet = Packet::Publish(publish);
-        if let Some(max) = self.max_packet_size
-            && codec::encoded_len(&packet, self.protocol) > max as usize
-        {
+        let mut fits = self.fits(&packet);
+        if !fits && new_alias.is_some() {
+            if let Packet::Publish(p) = &mut packet {
+                p.properties.topic_alias = None;
+            }
+            new_alias = None;
+            fits = self.fits(&packet);
+        }
+        if !fits {
             tracing::debug!(conn = ?self.conn, "PUBLISH exceeds the client's maximum packet size");
             out.dropped(qos);
             return false;
         }
         let mut size = 0;
-        if let Packet::Publish(p) = &mut packet {
-            self.apply_alias(p);
+        if let Packet::Publish(p) = &packet {
+            if let Some(alias) = new_alias {
+                // A copy, so the alias table does not pin the publisher's whole frame.
+                self.aliases.insert(ByteString::from(&*p.topic), alias);
+                self.alias_bytes += p.topic.len();
+            }
             // An estimate (properties aside) is enough for pacing; exact sizes cost an encode.
             size = PUBLISH_OVERHEAD + p.topic.len() + p.payload.len();
         }
@@ -208,24 +232,24 @@ impl Link {
         true
     }
 
-    fn apply_alias(&mut self, p: &mut Publish) {
+    /// Whether `packet` fits the client's Maximum Packet Size.
+    fn fits(&self, packet: &Packet) -> bool {
+        self.max_packet_size
+            .is_none_or(|max| codec::encoded_len(packet, self.protocol) <= max as usize)
+    }
+
+    /// The outbound alias for `topic`: an existing one (`false`), or a new one (`true`) if the
+    /// table has room; `None` without aliases. Nothing is recorded here.
+    fn alias_for(&self, topic: &str) -> Option<(u16, bool)> {
         if self.alias_max == 0 {
-            return;
+            return None;
         }
-        if let Some(&alias) = self.aliases.get(&*p.topic) {
-            p.properties.topic_alias = Some(alias);
-            p.topic = ByteString::new();
-            return;
+        if let Some(&alias) = self.aliases.get(topic) {
+            return Some((alias, false));
         }
-        if self.aliases.len() < usize::from(self.alias_max)
-            && self.alias_bytes + p.topic.len() <= self.alias_budget
-        {
-            let alias = self.aliases.len() as u16 + 1;
-            // A copy, so the alias table does not pin the publisher's whole frame.
-            self.aliases.insert(ByteString::from(&*p.topic), alias);
-            self.alias_bytes += p.topic.len();
-            p.properties.topic_alias = Some(alias);
-        }
+        (self.aliases.len() < usize::from(self.alias_max)
+            && self.alias_bytes + topic.len() <= self.alias_budget)
+            .then(|| (self.aliases.len() as u16 + 1, true))
     }
 
     fn send(&self, packet: Packet, out: &mut Outbox) {

@@ -103,3 +103,52 @@ fn no_server_aliases_without_client_maximum() {
             .all(|p| p.properties.topic_alias.is_none() && &*p.topic == "a")
     );
 }
+
+/// A new outbound alias adds its property to the whole topic: the size checked against the
+/// client's Maximum Packet Size is the aliased packet's (found by the broker_session fuzz target:
+/// a 19-byte PUBLISH went to a client whose maximum was 16). Without room for the alias the
+/// message goes without one; an existing alias, which drops the topic, lets it through.
+#[test]
+fn new_outbound_alias_counts_against_the_client_maximum_packet_size() {
+    let mut h = Harness::new();
+    let p = h.connect("p");
+    let mut c = v5("s");
+    c.properties.topic_alias_maximum = Some(4);
+    // "t/1" with one payload byte: 2 + 2 + 3 + 1 (properties length) + 1 = 9 bytes; with a new
+    // alias (3 more property bytes) 12; with the alias alone (no topic) 9.
+    c.properties.maximum_packet_size = Some(10);
+    let (s, _) = h.connect_with(c);
+    h.subscribe(s, "t/#", QoS::AtMostOnce);
+    h.publish(p, "t/1", QoS::AtMostOnce, b"x");
+    h.publish(p, "t/1", QoS::AtMostOnce, b"x");
+    let got = h.publishes(s);
+    let seen: Vec<(&str, Option<u16>)> = got
+        .iter()
+        .map(|p| (&*p.topic, p.properties.topic_alias))
+        .collect();
+    assert_eq!(seen, [("t/1", None), ("t/1", None)]);
+    for p in &got {
+        let len = crate::codec::encoded_len(&Packet::Publish(p.clone()), Protocol::V5);
+        assert!(
+            len <= 10,
+            "{len} bytes sent to a client whose maximum is 10"
+        );
+    }
+
+    // Room for the new alias: it is assigned, then used.
+    let mut h = Harness::new();
+    let p = h.connect("p");
+    let mut c = v5("s");
+    c.properties.topic_alias_maximum = Some(4);
+    c.properties.maximum_packet_size = Some(12);
+    let (s, _) = h.connect_with(c);
+    h.subscribe(s, "t/#", QoS::AtMostOnce);
+    h.publish(p, "t/1", QoS::AtMostOnce, b"x");
+    h.publish(p, "t/1", QoS::AtMostOnce, b"x");
+    let seen: Vec<(String, Option<u16>)> = h
+        .publishes(s)
+        .iter()
+        .map(|p| (p.topic.to_string(), p.properties.topic_alias))
+        .collect();
+    assert_eq!(seen, [("t/1".into(), Some(1)), ("".into(), Some(1))]);
+}
