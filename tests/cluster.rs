@@ -218,10 +218,19 @@ fn running(nodes: &[usize]) -> String {
 }
 
 async fn publish(addr: SocketAddr, id: &str, topic: &str, payload: &str) {
+    publish_as(addr, id, topic, payload, false).await;
+}
+
+async fn publish_retained(addr: SocketAddr, id: &str, topic: &str, payload: &str) {
+    publish_as(addr, id, topic, payload, true).await;
+}
+
+/// Publishes one QoS 1 message (retained or not) and waits for its PUBACK.
+async fn publish_as(addr: SocketAddr, id: &str, topic: &str, payload: &str, retain: bool) {
     let mut publisher = V4::connect(id, addr).await;
     publisher
         .client
-        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .publish(topic, QoS::AtLeastOnce, retain, payload.as_bytes().to_vec())
         .await
         .unwrap();
     loop {
@@ -436,5 +445,82 @@ async fn a_whole_manual_cluster_killed_and_restarted_forms_again_from_its_data_d
         .collect();
     for n in &nodes {
         n.wait_status(&running(&[1, 2, 3])).await;
+    }
+}
+
+/// What a new subscriber to `filter` on `addr` is served: retained topic -> payload. Reads until
+/// `expected.len()` messages arrived or the node sent nothing more for a moment.
+async fn retained_at(
+    addr: SocketAddr,
+    filter: &str,
+    expected: usize,
+) -> std::collections::BTreeMap<String, String> {
+    let mut reader = V4::connect("retained-reader", addr).await;
+    reader.subscribe(filter, QoS::AtMostOnce).await;
+    let mut got = std::collections::BTreeMap::new();
+    while got.len() < expected {
+        let next = tokio::time::timeout(QUIET, reader.next_publish()).await;
+        let Ok(p) = next else { break };
+        assert!(p.retain, "only retained messages are published here");
+        got.insert(
+            p.topic.clone(),
+            String::from_utf8_lossy(&p.payload).into_owned(),
+        );
+    }
+    reader.disconnect().await;
+    got
+}
+
+/// Polls until a new subscriber on `addr` is served exactly `expected`.
+async fn wait_retained(addr: SocketAddr, filter: &str, expected: &[(&str, &str)]) {
+    let expected: std::collections::BTreeMap<String, String> = expected
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .collect();
+    let mut got = Default::default();
+    for _ in 0..polls() {
+        got = retained_at(addr, filter, expected.len()).await;
+        if got == expected {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("{addr}: retained stayed {got:?}, expected {expected:?}");
+}
+
+/// Issue 13: a node that was down while retained messages changed (and comes back with an empty
+/// store) serves the new values, the clear included, once it is linked again; so do the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_retained_updates_serves_the_new_values() {
+    let mut nodes: Vec<Option<Node>> = (1..=3)
+        .map(|i| Some(Node::start_nth("retained", i, 14376, "static")))
+        .collect();
+    let n = |nodes: &Vec<Option<Node>>, i: usize| -> SocketAddr { nodes[i].as_ref().unwrap().mqtt };
+    for node in nodes.iter().flatten() {
+        node.wait_status(&running(&[1, 2, 3])).await;
+    }
+    publish_retained(n(&nodes, 0), "p1", "cfg/x", "v1").await;
+    publish_retained(n(&nodes, 0), "p1", "cfg/z", "doomed").await;
+    wait_retained(
+        n(&nodes, 1),
+        "cfg/#",
+        &[("cfg/x", "v1"), ("cfg/z", "doomed")],
+    )
+    .await;
+
+    let (config, name) = nodes[1].take().unwrap().kill();
+    let stopped = "Cluster status: [{running_nodes,['n1@127.0.0.1','n3@127.0.0.3']},{stopped_nodes,['n2@127.0.0.2']}]";
+    nodes[0].as_ref().unwrap().wait_status(stopped).await;
+    publish_retained(n(&nodes, 0), "p1", "cfg/x", "v2").await;
+    publish_retained(n(&nodes, 2), "p3", "cfg/y", "from n3").await;
+    publish_retained(n(&nodes, 2), "p3", "cfg/z", "").await;
+
+    nodes[1] = Some(Node::start(config, name));
+    for node in nodes.iter().flatten() {
+        node.wait_status(&running(&[1, 2, 3])).await;
+    }
+    let expected = [("cfg/x", "v2"), ("cfg/y", "from n3")];
+    for i in 0..3 {
+        wait_retained(n(&nodes, i), "cfg/#", &expected).await;
     }
 }

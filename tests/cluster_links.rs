@@ -181,8 +181,14 @@ async fn a_wrong_cookie_is_refused_with_a_log_line() {
     assert_eq!(status.running_nodes, vec!["n1@127.0.0.1"]);
 }
 
-/// Forwards one TCP connection at a time to `target`, recording every byte in both directions.
+/// Forwards TCP connections to `target`, recording every byte in both directions.
 async fn capturing_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    delaying_proxy(target, Duration::ZERO).await
+}
+
+/// Forwards TCP connections to `target`, each chunk `delay` after it arrived (order kept),
+/// recording every byte in both directions.
+async fn delaying_proxy(target: SocketAddr, delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -194,8 +200,8 @@ async fn capturing_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>
             };
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            tokio::spawn(pump(cr, sw, Arc::clone(&captured)));
-            tokio::spawn(pump(sr, cw, Arc::clone(&captured)));
+            tokio::spawn(pump(cr, sw, Arc::clone(&captured), delay));
+            tokio::spawn(pump(sr, cw, Arc::clone(&captured), delay));
         }
     });
     (addr, seen)
@@ -205,18 +211,30 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     seen: Arc<Mutex<Vec<u8>>>,
+    delay: Duration,
 ) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
     let mut buf = vec![0u8; 8192];
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 {
             break;
         }
         seen.lock().unwrap().extend_from_slice(&buf[..n]);
-        if to.write_all(&buf[..n]).await.is_err() {
+        #[allow(clippy::disallowed_methods)] // the test's proxy, not node code
+        let due = tokio::time::Instant::now() + delay;
+        if tx.send((due, buf[..n].to_vec())).is_err() {
             break;
         }
     }
-    let _ = to.shutdown().await;
 }
 
 #[tokio::test]
@@ -344,4 +362,40 @@ async fn wills_of_a_node_shutting_down_reach_subscribers_on_another_node() {
     topics.dedup();
     assert_eq!(topics.len(), 50, "every will reached n2: {topics:?}");
     n2.shutdown().await;
+}
+
+/// Issue 13 item 5: a SUBACK means the subscription is live in the whole cluster. The only link
+/// between n1 and n2 delays every byte by 300 ms each way; a publish on n1 sent right after the
+/// SUBACK on n2 is delivered (without waiting for the route, the SUBACK came at once and n1
+/// dropped the publish: it had no route yet).
+#[tokio::test]
+async fn a_publish_on_another_node_right_after_the_suback_is_delivered() {
+    let n1 = node("n1@127.0.0.1", &[("cluster.heartbeat", "500ms")]).await;
+    let n2 = node("n2@127.0.0.1", &[("cluster.heartbeat", "500ms")]).await;
+    let (proxy, _) = delaying_proxy(n1.cluster_addr().unwrap(), Duration::from_millis(300)).await;
+    let seed = format!("n1@127.0.0.1:{}", proxy.port()).parse().unwrap();
+    n2.handle()
+        .cluster_join(seed)
+        .await
+        .expect("join through the slow proxy");
+    let publisher = common::V5::connect("p", n1.mqtt_addr()).await;
+    let mut sub = common::V5::connect("s", n2.mqtt_addr()).await;
+    for round in 0..3 {
+        let filter = format!("slow/{round}/#");
+        sub.subscribe(&filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await;
+        publisher
+            .client
+            .publish(
+                format!("slow/{round}/x"),
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                "right after the SUBACK",
+            )
+            .await
+            .unwrap();
+        let got = sub.next_publish().await;
+        assert_eq!(&got.topic[..], format!("slow/{round}/x").as_bytes());
+    }
+    drop(publisher);
 }

@@ -8,10 +8,35 @@
 //! the node started), never spawns, never touches a socket, and draws randomness (nonces, backoff
 //! jitter) only from its seeded RNG.
 //!
+//! Structure: [`Cluster`] composes sub-state-machines, one a file, and only routes events between
+//! them, in a fixed order; a part never touches another's state (what it needs to know of another
+//! part comes in as an argument, what the others must hear comes back as a return value). Every
+//! part that emits frames or actions queues them on the core's one `Outbox`, and every random
+//! draw comes from the core's one `StdRng`, passed in, so actions and draws happen in call order.
+//! - `links`: the link table, heartbeats, dead links, the duplicate-link rule, the cap on
+//!   pending handshakes, link-level messages; `handshake` the steps and proofs of one link's
+//!   handshake; `bulk` the chunking and per-link assembly of bulk sets.
+//! - `membership`: the member list, this node's incarnation and `left` flag, autoclean, the
+//!   member list file.
+//! - `dialer`: whom to dial and when (dial table, backoff, strikes, the pending join).
+//! - `streams`: forwarding and the numbered QoS >= 1 streams with their buffer.
+//! - `sync`: local routes and the replicated route table (`routes::RouteTable`); `route_acks`
+//!   which of our route changes every linked node has applied.
+//! - `mcast`: multicast announces and the nodes heard (`discovery` is the datagram codec).
+//! - `api`: the public types; `wire` the link messages; `name` node names and seeds.
+//!
+//! Timers: each part with deadlines has its own `poll_timeout` (its earliest deadline) and
+//! `handle_timeout`; [`Cluster::poll_timeout`] is the earliest of theirs, and
+//! [`Cluster::handle_timeout`] runs theirs in a fixed order: links (heartbeats, each with the
+//! pending ack from streams; dead and stalled links collected), streams (expired buffer windows;
+//! their routes purged), the collected links closed, membership (autoclean), mcast (announce),
+//! dialer (due dials).
+//!
 //! Model (DESIGN §1): every node is the single writer of its own routes. On link up each side
 //! sends its member list and its full route set; afterwards ordered `RouteAdd` / `RouteRemove`
 //! deltas on the same link. A link silent for three heartbeats, or closed, takes the peer's
-//! routes with it at once; the next link up resyncs them. Members are `(node, incarnation,
+//! routes with it at once (a member's are only hidden until its forward buffer window ends, see
+//! below); the next link up resyncs them. Members are `(node, incarnation,
 //! joined|left)` merged by higher incarnation; `running` = joined with a live link, `stopped` =
 //! joined without one. Every node dials every known member it has no link to (full mesh), plus
 //! its static seeds. A publish is forwarded once per destination node however many of that node's
@@ -19,12 +44,16 @@
 //!
 //! Decisions documented here because the issue left them open:
 //! - Retained messages: a publish with the retain flag is forwarded to every linked node (not
-//!   only those with matching routes) and the receiver stores it, so retained messages are
-//!   cluster-wide for the nodes that are up when it is published. There is no retained resync
-//!   on link up yet.
+//!   only those with matching routes) with its version; on link up the nodes exchange retained
+//!   digests and the entries that differ (`ClusterAction::SyncRetained` / `RetainedWanted` /
+//!   `MergeRetained`: the broker owns the store, see `broker::retained`), so every running
+//!   node converges on the newest value of each topic.
+//! - SUBACK timing: route messages are acknowledged per link (`RouteAck`, once per read batch,
+//!   `frames_done`) and `ClusterAction::RoutesConfirmed` says when every linked node has a route
+//!   change (`route_acks`); the broker holds each SUBACK until then.
 //! - Shared subscriptions `$share/g/f` announce the route `f`; groups stay per node, so a group
 //!   with members on two nodes receives one copy per node.
-//! - Multicast discovery (`discovery::` for the datagrams): a node announces itself to the
+//! - Multicast discovery (`mcast`; `discovery` for the datagrams): a node announces itself to the
 //!   group at start and then forever, every 0.5 s doubling to every 5 s, each with ±25% jitter.
 //!   Hearing an authenticated announce from a node it has no link to, the lower node name dials
 //!   (at once, keeping its backoff count); the higher one answers a ping with a unicast pong so
@@ -60,472 +89,117 @@
 //!   the old link; at equal incarnation the link dialled by the lower node name is kept; anything
 //!   else is refused with a log line.
 
+mod api;
+mod bulk;
+mod dialer;
 pub mod discovery;
 pub mod handshake;
+mod links;
+mod mcast;
+mod membership;
 pub mod name;
+mod route_acks;
 pub mod routes;
+mod streams;
+mod sync;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use crate::log_limit::{LogLimiter, peer_text};
-use discovery::{DropReason, Kind};
-use handshake::{Role, Transcript};
-pub use name::{Discovery, NodeHost, NodeName, SeedNode};
-use routes::RouteTable;
-use wire::{
-    BulkBody, BulkChunk, ForwardRef, ForwardedPublish, LinkMessage, MemberEntry, NONCE_LEN,
-    PROTOCOL_VERSION,
+pub use api::{
+    ClusterAction, ClusterConfig, ClusterMetrics, ClusterStatus, LinkId, LinkLoss, RouteEntry,
 };
+use dialer::{Dialer, Facts};
+use links::{Gone, Inbound, Links};
+use mcast::Announcer;
+use membership::Membership;
+pub use name::{Discovery, NodeHost, NodeName, SeedNode};
+use route_acks::RouteAcks;
+use streams::{FORWARD_BUFFER_WINDOW, Streams};
+use sync::RouteSync;
+use wire::{BulkBody, ForwardRef, LinkMessage, MemberEntry};
 
-/// A link is declared dead after this many heartbeat periods without a frame.
-const DEAD_AFTER_HEARTBEATS: u32 = 3;
-/// First reconnect delay; doubled per failed attempt up to the cap.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// The reconnect cap is this many heartbeats (at least `MIN_BACKOFF_CAP`).
-const BACKOFF_CAP_HEARTBEATS: u32 = 5;
-const MIN_BACKOFF_CAP: Duration = Duration::from_secs(1);
-/// A connect or handshake taking longer than this many heartbeats (at least 1 s) is abandoned.
-const HANDSHAKE_HEARTBEATS: u32 = 3;
-const MIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest frame accepted on a link before it is authenticated (Hello, Challenge, Proof and
 /// Reject are a few hundred bytes).
 pub const PREAUTH_MAX_FRAME: usize = 4 * 1024;
 /// Accepted links allowed in their handshake at once; more are closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
-/// A link up this long before it breaks clears its peer's strikes (see `Cluster::strikes`).
-const STABLE_LINK: Duration = Duration::from_secs(30);
-/// The reject reason sent when a peer's frame was oversize or empty.
-const BAD_FRAMING: &str = "bad framing";
-/// Multicast announces start this often and double up to `ANNOUNCE_MAX`.
-const ANNOUNCE_FIRST: Duration = Duration::from_millis(500);
-const ANNOUNCE_MAX: Duration = Duration::from_secs(5);
-/// A node heard by multicast and not heard again for this long is no longer dialled (unless it
-/// became a member).
-const DISCOVERED_TTL: Duration = Duration::from_secs(15);
-/// How long QoS >= 1 forwards for a node whose link is down are buffered (its routes kept).
-const FORWARD_BUFFER_WINDOW: Duration = Duration::from_secs(30);
-/// Per-node bounds of the forward buffer (unacknowledged + buffered while down).
-const FORWARD_BUFFER_MSGS: usize = 10_000;
-const FORWARD_BUFFER_BYTES: usize = 16 * 1024 * 1024;
-/// The receiver acknowledges at least every this many numbered forwards.
-const ACK_EVERY: u64 = 64;
-/// First line of the member list file.
-const MEMBERS_FILE_HEADER: &str =
-    "# flockmq cluster members, rewritten by the node; delete it to forget the cluster\n";
-/// The reject reason of the losing link when both nodes dialled each other.
-const DUPLICATE_LINK: &str = "duplicate link";
 /// At most one log line per drop reason per this period.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Identifies one inter-node TCP connection for the lifetime of the node (never reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LinkId(pub u64);
-
-/// What the driver must do on the cluster core's behalf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterAction {
-    /// Write this whole frame (length prefix included) on the link.
-    Send { link: LinkId, frame: Bytes },
-    /// Flush what was sent so far, then close the link. No further actions name it.
-    Close { link: LinkId },
-    /// Open a TCP connection to `host:port` (within [`Cluster::connect_timeout`]) and report
-    /// `link_opened(.., Some(node))` or `dial_failed(node, ..)`.
-    Dial {
-        node: NodeName,
-        host: String,
-        port: u16,
-    },
-    /// Hand a publish forwarded by another node to the local broker.
-    Deliver(ForwardedPublish),
-    /// Send this discovery announce to the multicast group on every `cluster.mcast.ports`.
-    Announce(Bytes),
-    /// Send this discovery datagram (a pong) to `to`, from the announcing socket.
-    Datagram { to: SocketAddr, bytes: Bytes },
-    /// Replace the member list file (`node.data_dir/cluster-members`) with this text.
-    SaveMembers(String),
-    /// The answer to a `join`.
-    JoinDone {
-        node: NodeName,
-        result: Result<(), String>,
-    },
-    /// The link is authenticated: its reader may now take frames of up to `max` bytes (until
-    /// then it takes at most [`PREAUTH_MAX_FRAME`]).
-    FrameLimit { link: LinkId, max: usize },
-}
-
-/// Why a link broke, as the driver saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkLoss {
-    /// EOF, reset or an I/O error.
-    Io,
-    /// The peer sent bytes that are not frames (oversize or empty length prefix).
-    Frame(wire::FrameError),
-    /// The driver dropped the link because the peer does not read fast enough.
-    SlowPeer,
-}
-
-/// The cluster settings the core needs (the `cluster.*` and `node.*` keys, resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// This node's name.
-    pub node: NodeName,
-    /// The cluster port this node really listens on (announced to peers).
-    pub port: u16,
-    /// `cluster.port` as configured: the port of seeds given without one.
-    pub default_port: u16,
-    /// `cluster.name`.
-    pub cluster_name: String,
-    /// `node.cookie`.
-    pub cookie: String,
-    /// `cluster.discovery`.
-    pub discovery: Discovery,
-    /// `cluster.static.seeds` (used with static discovery).
-    pub seeds: Vec<SeedNode>,
-    /// `cluster.heartbeat`.
-    pub heartbeat: Duration,
-    /// `cluster.autoheal`: redial members whose link was lost.
-    pub autoheal: bool,
-    /// `cluster.autoclean`: forget a member stopped this long.
-    pub autoclean: Option<Duration>,
-    /// `cluster.max_frame_size`: largest frame accepted from an authenticated peer.
-    pub max_frame: usize,
-}
-
-/// `ctl cluster status`: members with a live link and members without one, sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ClusterStatus {
-    /// This node and every joined member with a live link.
-    pub running_nodes: Vec<String>,
-    /// Joined members without a live link.
-    pub stopped_nodes: Vec<String>,
-}
-
-impl ClusterStatus {
-    /// The EMQX form: `Cluster status: [{running_nodes,['a','b']},{stopped_nodes,['c']}]`, the
-    /// stopped part only when there are stopped members.
-    pub fn render(&self) -> String {
-        let quoted = |nodes: &[String]| {
-            nodes
-                .iter()
-                .map(|n| format!("'{n}'"))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let mut out = format!(
-            "Cluster status: [{{running_nodes,[{}]}}",
-            quoted(&self.running_nodes)
-        );
-        if !self.stopped_nodes.is_empty() {
-            out.push_str(&format!(
-                ",{{stopped_nodes,[{}]}}",
-                quoted(&self.stopped_nodes)
-            ));
-        }
-        out.push(']');
-        out
-    }
-}
-
-/// One row of `ctl routes list`: a filter and every node (local included) with a route for it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RouteEntry {
-    /// The topic filter (the inner filter of a shared subscription).
-    pub filter: String,
-    /// Nodes with at least one subscriber for it, sorted.
-    pub nodes: Vec<String>,
-}
-
-/// Cluster counters for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ClusterMetrics {
-    /// Authenticated links currently up.
-    pub links_up: u64,
-    /// Running members, this node included.
-    pub running_nodes: u64,
-    /// Stopped members.
-    pub stopped_nodes: u64,
-    /// Routes in the table: local filters plus (filter, remote node) pairs.
-    pub routes: u64,
-    /// Publishes forwarded to other nodes (one per destination node).
-    pub forwards_sent: u64,
-    /// Publishes received from other nodes.
-    pub forwards_received: u64,
-    /// Forwards that could not be sent (no live link to a node that had a route).
-    pub forward_drops: u64,
-    /// Links refused or closed for bad input (handshake failures, garbage, oversize frames).
-    pub links_rejected: u64,
-    /// QoS >= 1 forwards kept until their node acknowledges them (in flight or buffered while
-    /// its link is down).
-    pub forwards_unacked: u64,
-    /// Multicast announces (pings) sent.
-    pub announces_sent: u64,
-    /// Authenticated discovery datagrams from other nodes of the cluster.
-    pub datagrams_received: u64,
-    /// Discovery datagrams dropped (malformed, other cluster, other cookie, bad HMAC...).
-    pub datagrams_dropped: u64,
-    /// Incoming connections closed at once because `MAX_PENDING_HANDSHAKES` were pending.
-    pub handshakes_refused: u64,
-}
-
-/// What a peer said about itself in its Hello / Challenge.
-#[derive(Debug, Clone)]
-struct PeerHello {
-    node: NodeName,
-    port: u16,
-    incarnation: u64,
-    nonce: [u8; NONCE_LEN],
-}
-
-#[derive(Debug)]
-enum LinkState {
-    /// Accepted; waiting for the dialer's Hello.
-    AwaitHello,
-    /// Dialled; Hello sent, waiting for the Challenge.
-    AwaitChallenge { nonce: [u8; NONCE_LEN] },
-    /// Accepted; Challenge sent, waiting for the dialer's Proof.
-    AwaitProof {
-        peer: PeerHello,
-        nonce: [u8; NONCE_LEN],
-    },
-    /// Authenticated.
-    Up {
-        peer: NodeName,
-        incarnation: u64,
-        last_heard: Duration,
-        next_heartbeat: Duration,
-        /// When it came up.
-        since: Duration,
-        /// The bulk transfer being received on this link, until its last chunk.
-        assembly: Option<Assembly>,
-    },
-}
-
-/// A bulk set being received: the chunks so far of one transfer.
-#[derive(Debug)]
-struct Assembly {
-    sync: u64,
-    /// The index the next chunk must have.
-    next: u32,
-    body: BulkBody,
-}
-
-#[derive(Debug)]
-struct Link {
-    addr: SocketAddr,
-    /// The node we dialled, for links we opened.
-    dialed: Option<NodeName>,
-    opened_at: Duration,
-    state: LinkState,
-}
-
-impl Link {
-    fn up_peer(&self) -> Option<&NodeName> {
-        match &self.state {
-            LinkState::Up { peer, .. } => Some(peer),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Member {
-    port: u16,
-    incarnation: u64,
-    left: bool,
-    /// Since when it has had no live link (for autoclean); `None` while linked.
-    down_since: Option<Duration>,
-    /// Whether we ever had a link to it (autoheal off does not redial those).
-    was_up: bool,
-}
-
-/// A node heard by multicast that we (the lower name) should dial.
-#[derive(Debug, Clone)]
-struct Heard {
-    port: u16,
-    at: Duration,
-}
-
-/// Multicast discovery state (`cluster.discovery = mcast`).
-#[derive(Debug)]
-struct Mcast {
-    /// Random per start: our own looped-back announces carry it.
-    instance: u64,
-    digest: [u8; discovery::DIGEST_LEN],
-    ping: Bytes,
-    pong: Bytes,
-    /// `None` while the node has left the cluster.
-    next_announce: Option<Duration>,
-    interval: Duration,
-    heard: BTreeMap<NodeName, Heard>,
-    drops: LogLimiter<DropReason>,
-}
-
-/// Our numbered QoS >= 1 forwards to one node (kept across its link's outages).
+/// The actions queued for the driver, in the order the parts produced them. Every part that
+/// emits frames or actions takes `&mut Outbox`.
 #[derive(Debug, Default)]
-struct OutStream {
-    /// The peer incarnation the numbers are for.
-    incarnation: u64,
-    /// The last number used.
-    last_seq: u64,
-    /// Sent or buffered, not yet acknowledged, in order: (number, whole frame).
-    unacked: VecDeque<(u64, Bytes)>,
-    bytes: usize,
-    /// Until the peer's `Resume` after a link up, or while the link is down: buffer, do not send.
-    paused: bool,
-    /// When the link went down; the buffer window runs from here.
-    down_since: Option<Duration>,
-}
+struct Outbox(VecDeque<ClusterAction>);
 
-impl OutStream {
-    fn full(&self, frame_len: usize) -> bool {
-        self.unacked.len() >= FORWARD_BUFFER_MSGS
-            || self.bytes.saturating_add(frame_len) > FORWARD_BUFFER_BYTES
+impl Outbox {
+    fn push(&mut self, action: ClusterAction) {
+        self.0.push_back(action);
     }
 
-    fn acked(&mut self, upto: u64) {
-        while let Some((seq, frame)) = self.unacked.front() {
-            if *seq > upto {
-                break;
-            }
-            self.bytes = self.bytes.saturating_sub(frame.len());
-            self.unacked.pop_front();
-        }
+    /// Queues `msg` on `link`.
+    fn send(&mut self, link: LinkId, msg: &LinkMessage) {
+        self.send_frame(link, wire::encode(msg));
     }
 
-    /// Forgets the buffer; returns how many forwards were in it.
-    fn drop_all(&mut self) -> u64 {
-        let n = self.unacked.len() as u64;
-        self.unacked.clear();
-        self.bytes = 0;
-        n
+    /// Queues an encoded frame on `link`.
+    fn send_frame(&mut self, link: LinkId, frame: Bytes) {
+        self.push(ClusterAction::Send { link, frame });
     }
-}
 
-/// What we received of one node's numbered forwards.
-#[derive(Debug, Default)]
-struct InStream {
-    /// The sender incarnation the numbers are from.
-    incarnation: u64,
-    /// The highest number delivered.
-    received: u64,
-    /// The highest number acknowledged to the sender.
-    acked: u64,
-}
-
-impl InStream {
-    /// The cumulative ack to send, once at least `min` (>= 1) numbers arrived since the last.
-    fn take_ack(&mut self, min: u64) -> Option<u64> {
-        (self.received.saturating_sub(self.acked) >= min.max(1)).then(|| {
-            self.acked = self.received;
-            self.received
-        })
+    /// Queues the close of `link`.
+    fn close(&mut self, link: LinkId) {
+        self.push(ClusterAction::Close { link });
     }
-}
 
-#[derive(Debug, Clone)]
-struct Dial {
-    attempt: u32,
-    next_at: Duration,
-    in_flight: bool,
+    fn pop(&mut self) -> Option<ClusterAction> {
+        self.0.pop_front()
+    }
 }
 
 /// The cluster core of one node.
 pub struct Cluster {
     cfg: ClusterConfig,
     rng: StdRng,
-    incarnation: u64,
-    /// After `leave` and until `join`: no dialling, incoming links refused.
-    left: bool,
-    links: BTreeMap<LinkId, Link>,
-    /// The one authenticated link per peer.
-    peers: BTreeMap<NodeName, LinkId>,
-    members: BTreeMap<NodeName, Member>,
-    dials: BTreeMap<NodeName, Dial>,
-    /// A pending `ctl cluster join`: the node and its cluster port.
-    join: Option<(NodeName, u16)>,
-    local_routes: BTreeSet<String>,
-    routes: RouteTable,
-    actions: VecDeque<ClusterAction>,
-    metrics: ClusterMetrics,
-    /// Reused by every forward so the publish path does not allocate for the destination list.
-    scratch: Vec<LinkId>,
-    frame_buf: BytesMut,
-    mcast: Option<Mcast>,
-    outs: BTreeMap<NodeName, OutStream>,
-    ins: BTreeMap<NodeName, InStream>,
-    /// The member list may have changed since `saved_members` was written.
-    members_dirty: bool,
-    saved_members: String,
-    /// Links lost to bad framing or protocol errors per peer, since its last stable link: the
-    /// backoff attempt its next dial starts from.
-    strikes: BTreeMap<NodeName, u32>,
-    /// Warnings about refused or broken links, at most one per reason per `DROP_LOG_EVERY`.
-    link_log: LogLimiter<&'static str>,
-    /// The last bulk transfer number used.
-    last_sync: u64,
+    membership: Membership,
+    links: Links,
+    dialer: Dialer,
+    routes: RouteSync,
+    out: Outbox,
+    mcast: Option<Announcer>,
+    streams: Streams,
+    /// Which of our route changes every linked node has applied (SUBACKs wait for it).
+    route_acks: RouteAcks,
 }
 
 impl Cluster {
     /// A cluster core; `incarnation` should grow across restarts (the node uses its start time in
     /// ms) and `rng_seed` seeds nonces and jitter.
     pub fn new(cfg: ClusterConfig, incarnation: u64, rng_seed: u64, now: Duration) -> Cluster {
+        let mut rng = StdRng::seed_from_u64(rng_seed);
+        let mcast =
+            (cfg.discovery == Discovery::Mcast).then(|| Announcer::new(&cfg, &mut rng, now));
         let mut cluster = Cluster {
+            rng,
+            membership: Membership::new(cfg.node.clone(), cfg.port, cfg.autoclean, incarnation),
+            links: Links::new(&cfg),
+            dialer: Dialer::new(&cfg),
+            routes: RouteSync::default(),
+            out: Outbox::default(),
+            mcast,
+            streams: Streams::default(),
+            route_acks: RouteAcks::default(),
             cfg,
-            rng: StdRng::seed_from_u64(rng_seed),
-            incarnation: incarnation.max(1),
-            left: false,
-            links: BTreeMap::new(),
-            peers: BTreeMap::new(),
-            members: BTreeMap::new(),
-            dials: BTreeMap::new(),
-            join: None,
-            local_routes: BTreeSet::new(),
-            routes: RouteTable::new(),
-            actions: VecDeque::new(),
-            metrics: ClusterMetrics::default(),
-            scratch: Vec::new(),
-            frame_buf: BytesMut::new(),
-            mcast: None,
-            outs: BTreeMap::new(),
-            ins: BTreeMap::new(),
-            members_dirty: false,
-            saved_members: String::new(),
-            strikes: BTreeMap::new(),
-            link_log: LogLimiter::new(DROP_LOG_EVERY),
-            last_sync: 0,
         };
-        cluster.saved_members = cluster.members_file();
-        if cluster.cfg.discovery == Discovery::Mcast {
-            let instance = cluster.rng.random();
-            let sender = discovery::Sender {
-                protocol: PROTOCOL_VERSION,
-                port: cluster.cfg.port,
-                instance,
-                node: cluster.cfg.node.as_str(),
-                cluster: &cluster.cfg.cluster_name,
-                cookie: &cluster.cfg.cookie,
-            };
-            cluster.mcast = Some(Mcast {
-                instance,
-                digest: discovery::cookie_digest(&cluster.cfg.cluster_name, &cluster.cfg.cookie),
-                ping: discovery::encode(Kind::Ping, &sender),
-                pong: discovery::encode(Kind::Pong, &sender),
-                next_announce: Some(now),
-                interval: ANNOUNCE_FIRST,
-                heard: BTreeMap::new(),
-                drops: LogLimiter::new(DROP_LOG_EVERY),
-            });
-        }
         cluster.refresh_dials(now);
         cluster
     }
@@ -537,7 +211,7 @@ impl Cluster {
 
     /// How long a dial (connect) may take before the driver gives up.
     pub fn connect_timeout(&self) -> Duration {
-        (self.cfg.heartbeat * HANDSHAKE_HEARTBEATS).max(MIN_HANDSHAKE_TIMEOUT)
+        self.links.handshake_timeout()
     }
 
     /// Largest frame a peer may send.
@@ -545,103 +219,34 @@ impl Cluster {
         self.cfg.max_frame
     }
 
-    fn dead_after(&self) -> Duration {
-        self.cfg.heartbeat * DEAD_AFTER_HEARTBEATS
-    }
-
-    fn nonce(&mut self) -> [u8; NONCE_LEN] {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng.fill(&mut nonce);
-        nonce
-    }
-
     fn send(&mut self, link: LinkId, msg: &LinkMessage) {
-        self.actions.push_back(ClusterAction::Send {
-            link,
-            frame: wire::encode(msg),
-        });
+        self.out.send(link, msg);
     }
 
     fn broadcast(&mut self, msg: &LinkMessage) {
-        if self.peers.is_empty() {
-            return;
-        }
-        let frame = wire::encode(msg);
-        for &link in self.peers.values() {
-            self.actions.push_back(ClusterAction::Send {
-                link,
-                frame: frame.clone(),
-            });
-        }
+        self.links.broadcast(msg, &mut self.out);
+    }
+
+    /// Tells every linked node our member list.
+    fn gossip_members(&mut self) {
+        let members = LinkMessage::Members(self.membership.entries());
+        self.broadcast(&members);
     }
 
     /// The next queued action, in the order they were produced.
     pub fn poll_action(&mut self) -> Option<ClusterAction> {
-        if self.members_dirty {
-            self.members_dirty = false;
-            let text = self.members_file();
-            if text != self.saved_members {
-                self.saved_members.clone_from(&text);
-                self.actions.push_back(ClusterAction::SaveMembers(text));
-            }
+        if let Some(text) = self.membership.take_save() {
+            self.out.push(ClusterAction::SaveMembers(text));
         }
-        self.actions.pop_front()
-    }
-
-    /// The member list file: one joined member per line, `name@host port`, sorted.
-    fn members_file(&self) -> String {
-        let mut text = String::from(MEMBERS_FILE_HEADER);
-        for (node, m) in self.members.iter().filter(|(_, m)| !m.left) {
-            text.push_str(&format!("{node} {}\n", m.port));
-        }
-        text
+        self.out.pop()
     }
 
     /// Members from the file a previous run of this node wrote: dialled like stopped members
     /// (incarnation 0, so anything the cluster says about them wins). Returns how many; bad
     /// lines are skipped with a log line.
     pub fn restore_members(&mut self, text: &str, now: Duration) -> usize {
-        if self.left {
-            return 0;
-        }
-        let mut restored = 0;
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line.split_once(' ').and_then(|(node, port)| {
-                Some((
-                    node.parse::<NodeName>().ok()?,
-                    port.trim().parse::<u16>().ok()?,
-                ))
-            });
-            let Some((node, port)) = parsed else {
-                tracing::warn!(
-                    line = i + 1,
-                    text = line,
-                    "ignoring a bad line of the member list file"
-                );
-                continue;
-            };
-            if node == self.cfg.node || self.members.contains_key(&node) {
-                continue;
-            }
-            self.members.insert(
-                node,
-                Member {
-                    port,
-                    incarnation: 0,
-                    left: false,
-                    down_since: Some(now),
-                    was_up: false,
-                },
-            );
-            restored += 1;
-        }
+        let restored = self.membership.restore(text, now);
         if restored > 0 {
-            tracing::info!(members = restored, "rejoining the members of the last run");
-            self.saved_members = self.members_file();
             self.refresh_dials(now);
         }
         restored
@@ -657,88 +262,24 @@ impl Cluster {
         dialed: Option<NodeName>,
         now: Duration,
     ) {
-        if dialed.is_none() {
-            let pending = self
-                .links
-                .values()
-                .filter(|l| l.dialed.is_none() && l.up_peer().is_none())
-                .count();
-            if pending >= MAX_PENDING_HANDSHAKES {
-                self.metrics.handshakes_refused += 1;
-                if let Some(suppressed) = self.link_log.admit("handshake cap", now) {
-                    tracing::warn!(
-                        %addr,
-                        suppressed,
-                        "closing a cluster connection: {MAX_PENDING_HANDSHAKES} handshakes already pending"
-                    );
-                }
-                self.actions.push_back(ClusterAction::Close { link });
-                return;
-            }
-        }
-        let state = if dialed.is_some() {
-            let nonce = self.nonce();
-            let hello = LinkMessage::Hello {
-                protocol: PROTOCOL_VERSION,
-                cluster: self.cfg.cluster_name.clone(),
-                node: self.cfg.node.to_string(),
-                port: self.cfg.port,
-                incarnation: self.incarnation,
-                nonce,
-            };
-            self.send(link, &hello);
-            LinkState::AwaitChallenge { nonce }
-        } else {
-            LinkState::AwaitHello
-        };
-        self.links.insert(
-            link,
-            Link {
-                addr,
-                dialed,
-                opened_at: now,
-                state,
-            },
-        );
+        let incarnation = self.membership.incarnation();
+        let (rng, out) = (&mut self.rng, &mut self.out);
+        self.links
+            .opened(link, addr, dialed, now, incarnation, rng, out);
     }
 
     /// A dial (`ClusterAction::Dial`) failed before a connection existed.
     pub fn dial_failed(&mut self, node: &NodeName, reason: &str, now: Duration) {
         tracing::debug!(peer = %node, reason, "dial failed");
-        self.dial_done(node, Err(format!("cannot reach {node}: {reason}")), now);
+        self.dial_done(node, format!("cannot reach {node}: {reason}"), now);
     }
 
-    /// A dial attempt for `node` ended without a link up: back off, and answer a pending join.
-    fn dial_done(&mut self, node: &NodeName, result: Result<(), String>, now: Duration) {
-        if let Err(reason) = &result
-            && self.join.as_ref().is_some_and(|(n, _)| n == node)
-        {
-            self.join = None;
-            self.actions.push_back(ClusterAction::JoinDone {
-                node: node.clone(),
-                result: Err(reason.clone()),
-            });
-        }
-        if let Some(attempt) = self.dials.get(node).map(|d| d.attempt.saturating_add(1)) {
-            let wait = self.backoff(attempt);
-            if let Some(dial) = self.dials.get_mut(node) {
-                dial.attempt = attempt;
-                dial.in_flight = false;
-                dial.next_at = now + wait;
-            }
-        }
+    /// A dial attempt for `node` ended without a link up (`why`): back off, and fail a pending
+    /// join of it.
+    fn dial_done(&mut self, node: &NodeName, why: String, now: Duration) {
+        self.dialer
+            .failed(node, why, now, &mut self.rng, &mut self.out);
         self.refresh_dials(now);
-    }
-
-    /// Capped exponential backoff with jitter: half the delay fixed, half random.
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        let cap = (self.cfg.heartbeat * BACKOFF_CAP_HEARTBEATS).max(MIN_BACKOFF_CAP);
-        let exp = BACKOFF_BASE
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(cap);
-        let half = exp / 2;
-        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-        half + Duration::from_millis(self.rng.random_range(0..=jitter_ms))
     }
 
     /// The link broke (EOF, I/O error, bad framing, slow peer).
@@ -746,345 +287,86 @@ impl Cluster {
     /// After `LinkLoss::Frame` the driver keeps the link's writer until the `Close` this queues
     /// (after a `Reject` telling the peer why), whether or not the core still knew the link.
     pub fn link_lost(&mut self, link: LinkId, why: LinkLoss, now: Duration) {
-        let Some(l) = self.links.remove(&link) else {
-            if matches!(why, LinkLoss::Frame(_)) {
-                self.actions.push_back(ClusterAction::Close { link });
-            }
-            return;
-        };
-        let who = describe(&l);
-        let bad = match &why {
-            LinkLoss::Io => {
-                tracing::info!(peer = %who, "link closed");
-                false
-            }
-            LinkLoss::Frame(e) => {
-                self.metrics.links_rejected += 1;
-                if let Some(suppressed) = self.link_log.admit(BAD_FRAMING, now) {
-                    tracing::warn!(peer = %who, error = %e, suppressed, "closing link: bad framing");
-                }
-                let reject = LinkMessage::Reject {
-                    reason: BAD_FRAMING.into(),
-                };
-                self.send(link, &reject);
-                self.actions.push_back(ClusterAction::Close { link });
-                true
-            }
-            LinkLoss::SlowPeer => {
-                tracing::warn!(peer = %who, "closing link: peer does not read fast enough");
-                false
-            }
-        };
-        let why = "the connection was lost during the handshake";
-        self.after_link_gone(link, l, why, bad, now);
-    }
-
-    /// Closes a link on our side with a log line and a reason for the peer.
-    fn reject(&mut self, link: LinkId, reason: &'static str, log: &str, now: Duration) {
-        let Some(l) = self.links.remove(&link) else {
-            return;
-        };
-        if reason == DUPLICATE_LINK {
-            // Both sides dialled at once: expected while a cluster forms, not an error.
-            tracing::info!(peer = %describe(&l), reason = log, "closing a duplicate link");
-        } else {
-            self.metrics.links_rejected += 1;
-            if let Some(suppressed) = self.link_log.admit(reason, now) {
-                tracing::warn!(peer = %describe(&l), reason = log, suppressed, "refusing link");
-            }
-        }
-        self.send(
-            link,
-            &LinkMessage::Reject {
-                reason: reason.to_owned(),
-            },
-        );
-        self.actions.push_back(ClusterAction::Close { link });
-        self.after_link_gone(link, l, log, reason != DUPLICATE_LINK, now);
+        let gone = self.links.lost(link, why, now, &mut self.out);
+        self.link_gone(gone, now);
+        self.check_routes_confirmed(now);
     }
 
     /// Closes a link on our side without telling the peer anything.
     fn close(&mut self, link: LinkId, now: Duration) {
-        self.close_as(link, false, now);
+        let gone = self.links.close(link, false, now, &mut self.out);
+        self.link_gone(gone, now);
+        self.check_routes_confirmed(now);
     }
 
-    /// Closes a link on our side without telling the peer anything; `bad`: because of a
-    /// protocol or framing error (a strike against the peer).
-    fn close_as(&mut self, link: LinkId, bad: bool, now: Duration) {
-        if let Some(l) = self.links.remove(&link) {
-            self.actions.push_back(ClusterAction::Close { link });
-            let why = "the link was closed during the handshake";
-            self.after_link_gone(link, l, why, bad, now);
-        }
-    }
-
-    /// Bookkeeping once a link is gone: a peer down for an authenticated link, a failed dial
-    /// (answering a pending join with `why`) for one still in its handshake. `bad`: it went for
-    /// bad framing or a protocol error.
-    fn after_link_gone(&mut self, link: LinkId, l: Link, why: &str, bad: bool, now: Duration) {
-        if let LinkState::Up { peer, since, .. } = &l.state {
-            if self.peers.get(peer) == Some(&link) {
-                let stable = now.saturating_sub(*since) >= STABLE_LINK;
-                self.peer_down(peer, bad, stable, now);
-            }
-            return;
-        }
-        if let Some(node) = &l.dialed {
-            self.dial_done(node, Err(why.to_owned()), now);
+    /// What a link that went means for the other parts: a peer down for an authenticated link,
+    /// a failed dial (answering a pending join) for one we dialled that was still in its
+    /// handshake.
+    fn link_gone(&mut self, gone: Gone, now: Duration) {
+        match gone {
+            Gone::Peer { peer, bad, up_for } => self.peer_down(&peer, bad, up_for, now),
+            Gone::Dial { node, why } => self.dial_done(&node, why, now),
+            Gone::Quiet => {}
         }
     }
 
-    /// `bad`: the link went for bad framing or a protocol error; `stable`: it had been up for
-    /// `STABLE_LINK`.
-    fn peer_down(&mut self, peer: &NodeName, bad: bool, stable: bool, now: Duration) {
-        self.peers.remove(peer);
-        let member = self.members.get(peer).is_some_and(|m| !m.left);
-        if let Some(m) = self.members.get_mut(peer) {
-            m.down_since = Some(now);
-        }
-        if member && !self.left {
+    /// `bad`: the link went for bad framing or a protocol error; `up_for`: how long it had been
+    /// up.
+    fn peer_down(&mut self, peer: &NodeName, bad: bool, up_for: Duration, now: Duration) {
+        let member = self.membership.link_down(peer, now);
+        if member && !self.membership.left() {
             // Keep its routes for the buffer window: QoS >= 1 forwards wait for its return.
-            let out = self.outs.entry(peer.clone()).or_default();
-            out.paused = true;
-            out.down_since = Some(now);
-            tracing::info!(peer = %peer, buffered = out.unacked.len(), "node is down; buffering its QoS >= 1 forwards");
+            self.streams.link_down(peer, now);
         } else {
-            let purged = self.forget_streams(peer);
+            let purged = self.forget_node(peer);
             tracing::info!(peer = %peer, purged_routes = purged, "node is down");
         }
-        if stable {
-            self.strikes.remove(peer);
-        }
-        let attempt = if bad {
-            let strikes = self.strikes.entry(peer.clone()).or_default();
-            *strikes = strikes.saturating_add(1);
-            *strikes
-        } else {
-            0
-        };
-        let first = self.backoff(attempt);
-        if bad {
-            tracing::info!(peer = %peer, attempt, "link broke on a protocol error; next dial in {first:?}");
-        }
-        if bad {
-            // A linked peer has no dial entry: make one, so the backoff holds (without it the
-            // next refresh would dial at once).
-            self.dials.entry(peer.clone()).or_insert(Dial {
-                attempt,
-                next_at: now,
-                in_flight: false,
-            });
-        }
-        if let Some(dial) = self.dials.get_mut(peer) {
-            dial.attempt = attempt;
-            dial.in_flight = false;
-            dial.next_at = now + first;
-        }
+        self.dialer.link_down(peer, bad, up_for, now, &mut self.rng);
         self.refresh_dials(now);
     }
 
     /// Drops a node's routes and forward buffer (it left, was removed, or stayed away too long);
     /// returns how many routes went.
-    fn forget_streams(&mut self, peer: &NodeName) -> usize {
-        if let Some(mut out) = self.outs.remove(peer) {
-            let dropped = out.drop_all();
-            self.metrics.forward_drops += dropped;
-            if dropped > 0 {
-                tracing::warn!(peer = %peer, dropped, "dropping buffered QoS >= 1 forwards");
-            }
-        }
-        self.ins.remove(peer);
+    fn forget_node(&mut self, peer: &NodeName) -> usize {
+        self.streams.forget(peer);
         self.routes.purge(peer)
     }
 
     /// One frame payload (length prefix removed) arrived on `link`.
     pub fn handle_frame(&mut self, link: LinkId, payload: &[u8], now: Duration) {
-        if !self.links.contains_key(&link) {
-            return;
-        }
-        let msg = match wire::decode(payload) {
-            Ok(msg) => msg,
-            Err(e) => {
-                let log = format!("garbage from peer: {e}");
-                return self.reject(link, "undecodable frame", &log, now);
+        let (incarnation, left) = (self.membership.incarnation(), self.membership.left());
+        let (rng, out) = (&mut self.rng, &mut self.out);
+        let inbound = self
+            .links
+            .handle_frame(link, payload, now, incarnation, left, rng, out);
+        match inbound {
+            Inbound::Nothing => {}
+            Inbound::Gone(gone) => {
+                self.link_gone(gone, now);
+                self.check_routes_confirmed(now);
             }
-        };
-        let Some(l) = self.links.get_mut(&link) else {
-            return;
-        };
-        if let LinkState::Up { last_heard, .. } = &mut l.state {
-            *last_heard = now;
-            let Some(peer) = l.up_peer().cloned() else {
-                return;
-            };
-            return self.handle_peer_message(link, peer, msg, now);
-        }
-        self.handle_handshake(link, msg, now);
-    }
-
-    fn check_hello(
-        &self,
-        protocol: u16,
-        cluster: &str,
-        node: &str,
-    ) -> Result<NodeName, (&'static str, String)> {
-        if protocol != PROTOCOL_VERSION {
-            return Err((
-                "unknown protocol version",
-                format!("unknown protocol version {protocol} (we speak {PROTOCOL_VERSION})"),
-            ));
-        }
-        if cluster != self.cfg.cluster_name {
-            return Err((
-                "cluster name mismatch",
-                format!(
-                    "peer is in cluster '{}', we are in '{}'",
-                    peer_text(cluster),
-                    self.cfg.cluster_name
-                ),
-            ));
-        }
-        let node: NodeName = node.parse().map_err(|e| {
-            let log = format!("bad node name '{}': {e}", peer_text(node));
-            ("bad node name", log)
-        })?;
-        if node == self.cfg.node {
-            return Err((
-                "duplicate node name",
-                format!("peer presents our own node name {node}"),
-            ));
-        }
-        Ok(node)
-    }
-
-    fn handle_handshake(&mut self, link: LinkId, msg: LinkMessage, now: Duration) {
-        let Some(l) = self.links.get(&link) else {
-            return;
-        };
-        match (&l.state, msg) {
-            (
-                LinkState::AwaitHello,
-                LinkMessage::Hello {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation,
-                    nonce,
-                },
-            ) => {
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => return self.reject(link, reason, &log, now),
-                };
-                if self.left {
-                    let log = format!("{peer} dialled us but this node has left the cluster");
-                    return self.reject(link, "node has left the cluster", &log, now);
+            Inbound::Up {
+                peer,
+                port,
+                incarnation,
+            } => self.link_up(link, peer, port, incarnation, now),
+            Inbound::Bulk { peer, body, chunks } => match body {
+                BulkBody::Routes(filters) => {
+                    self.route_acks.applied(link);
+                    self.routes.replace(&peer, filters, chunks);
                 }
-                let our_nonce = self.nonce();
-                let proof = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: peer.as_str(),
-                    acceptor: self.cfg.node.as_str(),
-                    dialer_nonce: &nonce,
-                    acceptor_nonce: &our_nonce,
+                BulkBody::Retained(items) => {
+                    tracing::debug!(peer = %peer, items = items.len(), chunks, "retained values received");
+                    self.out.push(ClusterAction::MergeRetained(items));
                 }
-                .proof(&self.cfg.cookie, Role::Acceptor);
-                let challenge = LinkMessage::Challenge {
-                    protocol: PROTOCOL_VERSION,
-                    cluster: self.cfg.cluster_name.clone(),
-                    node: self.cfg.node.to_string(),
-                    port: self.cfg.port,
-                    incarnation: self.incarnation,
-                    nonce: our_nonce,
-                    proof,
-                };
-                self.send(link, &challenge);
-                if let Some(l) = self.links.get_mut(&link) {
-                    l.state = LinkState::AwaitProof {
-                        peer: PeerHello {
-                            node: peer,
-                            port,
-                            incarnation,
-                            nonce,
-                        },
-                        nonce: our_nonce,
-                    };
-                }
-            }
-            (
-                LinkState::AwaitChallenge { nonce: our_nonce },
-                LinkMessage::Challenge {
-                    protocol,
-                    cluster,
-                    node,
-                    port,
-                    incarnation,
-                    nonce,
-                    proof,
-                },
-            ) => {
-                let our_nonce = *our_nonce;
-                let expected = l.dialed.clone();
-                let peer = match self.check_hello(protocol, &cluster, &node) {
-                    Ok(peer) => peer,
-                    Err((reason, log)) => return self.reject(link, reason, &log, now),
-                };
-                if let Some(expected) = expected.filter(|e| *e != peer) {
-                    let log = format!("dialled {expected} but the peer is {peer}");
-                    return self.reject(link, "unexpected node name", &log, now);
-                }
-                let transcript = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: self.cfg.node.as_str(),
-                    acceptor: peer.as_str(),
-                    dialer_nonce: &our_nonce,
-                    acceptor_nonce: &nonce,
-                };
-                if !transcript.verify(&self.cfg.cookie, Role::Acceptor, &proof) {
-                    let log = format!("{peer} failed the cookie check (wrong node.cookie?)");
-                    return self.reject(link, "authentication failed", &log, now);
-                }
-                let our_proof = transcript.proof(&self.cfg.cookie, Role::Dialer);
-                self.send(link, &LinkMessage::Proof { proof: our_proof });
-                self.authenticated(link, peer, port, incarnation, now);
-            }
-            (LinkState::AwaitProof { peer, nonce }, LinkMessage::Proof { proof }) => {
-                let ok = Transcript {
-                    cluster: &self.cfg.cluster_name,
-                    dialer: peer.node.as_str(),
-                    acceptor: self.cfg.node.as_str(),
-                    dialer_nonce: &peer.nonce,
-                    acceptor_nonce: nonce,
-                }
-                .verify(&self.cfg.cookie, Role::Dialer, &proof);
-                let peer = peer.clone();
-                if !ok {
-                    let log = format!("{} failed the cookie check (wrong node.cookie?)", peer.node);
-                    return self.reject(link, "authentication failed", &log, now);
-                }
-                self.authenticated(link, peer.node, peer.port, peer.incarnation, now);
-            }
-            (_, LinkMessage::Reject { reason }) => {
-                let who = describe(l);
-                self.log_peer_reject(&who, &reason, "peer refused the link", now);
-                if let Some(l) = self.links.remove(&link) {
-                    self.actions.push_back(ClusterAction::Close { link });
-                    if let Some(node) = &l.dialed {
-                        let why = format!("{node} refused the link: {}", peer_text(&reason));
-                        self.dial_done(node, Err(why), now);
-                    }
-                }
-            }
-            (_, other) => {
-                let log = format!("unexpected {} during the handshake", message_name(&other));
-                self.reject(link, "protocol error", &log, now);
-            }
+            },
+            Inbound::Message { peer, msg } => self.handle_peer_message(link, peer, msg, now),
         }
     }
 
-    /// The handshake succeeded: resolve duplicates, then make the link the peer's link.
-    fn authenticated(
+    /// `link` is `peer`'s authenticated link now: membership, dialer and discovery hear of it,
+    /// then the peer gets the member list, our routes and our forward streams' state.
+    fn link_up(
         &mut self,
         link: LinkId,
         peer: NodeName,
@@ -1092,260 +374,24 @@ impl Cluster {
         incarnation: u64,
         now: Duration,
     ) {
-        let Some(new) = self.links.get(&link) else {
-            return;
-        };
-        let new_dialer_is_us = new.dialed.is_some();
-        let new_addr = new.addr;
-        if let Some(&old_id) = self.peers.get(&peer) {
-            let Some(old) = self.links.get(&old_id) else {
-                return;
-            };
-            let old_incarnation = match old.state {
-                LinkState::Up { incarnation, .. } => incarnation,
-                _ => 0,
-            };
-            let lower_is_us = self.cfg.node < peer;
-            let prefers = |dialed_by_us: bool| dialed_by_us == lower_is_us;
-            let keep_new = incarnation > old_incarnation
-                || (incarnation == old_incarnation
-                    && prefers(new_dialer_is_us)
-                    && !prefers(old.dialed.is_some()));
-            if !keep_new {
-                let log = if incarnation < old_incarnation || old.addr.ip() != new_addr.ip() {
-                    format!(
-                        "{peer} is already linked from {}; refusing a second link claiming that name",
-                        old.addr
-                    )
-                } else {
-                    let lower = self.cfg.node.clone().min(peer.clone());
-                    format!("duplicate link to {peer}; keeping the one dialled by {lower}")
-                };
-                return self.reject(link, DUPLICATE_LINK, &log, now);
-            }
-            tracing::info!(peer = %peer, "replacing the link to a node with a newer one");
-            // The old link goes without a peer-down: the resync on the new one replaces routes.
-            self.peers.remove(&peer);
-            self.links.remove(&old_id);
-            self.actions
-                .push_back(ClusterAction::Close { link: old_id });
-        }
-        let heartbeat = self.cfg.heartbeat;
-        let Some(l) = self.links.get_mut(&link) else {
-            return;
-        };
-        l.state = LinkState::Up {
-            peer: peer.clone(),
-            incarnation,
-            last_heard: now,
-            next_heartbeat: now + heartbeat,
-            since: now,
-            assembly: None,
-        };
-        self.actions.push_back(ClusterAction::FrameLimit {
-            link,
-            max: self.cfg.max_frame,
-        });
-        let dialer = if new_dialer_is_us {
-            &self.cfg.node
-        } else {
-            &peer
-        };
-        tracing::info!(peer = %peer, addr = %new_addr, dialled_by = %dialer, "link up");
-        self.peers.insert(peer.clone(), link);
-        let changed = match self.members.get_mut(&peer) {
-            Some(m) => {
-                m.down_since = None;
-                m.was_up = true;
-                self.members_dirty |= m.port != port;
-                m.port = port;
-                if incarnation > m.incarnation {
-                    m.incarnation = incarnation;
-                    self.members_dirty |= m.left;
-                    m.left = false;
-                    true
-                } else {
-                    false
-                }
-            }
-            None => {
-                self.members_dirty = true;
-                self.members.insert(
-                    peer.clone(),
-                    Member {
-                        port,
-                        incarnation,
-                        left: false,
-                        down_since: None,
-                        was_up: true,
-                    },
-                );
-                true
-            }
-        };
-        if let Some(dial) = self.dials.get_mut(&peer) {
-            dial.attempt = 0;
-            dial.in_flight = false;
-        }
+        let changed = self.membership.link_up(&peer, port, incarnation);
+        self.dialer.link_up(&peer, &mut self.out);
         if let Some(m) = &mut self.mcast {
-            m.heard.remove(&peer);
-        }
-        if self.join.as_ref().is_some_and(|(n, _)| *n == peer) {
-            self.join = None;
-            self.actions.push_back(ClusterAction::JoinDone {
-                node: peer.clone(),
-                result: Ok(()),
-            });
+            m.forget(&peer);
         }
         // The new link gets everything; the others hear about the membership change.
-        let members = LinkMessage::Members(self.member_entries());
+        let members = LinkMessage::Members(self.membership.entries());
         if changed {
             self.broadcast(&members);
         } else {
             self.send(link, &members);
         }
-        self.send_routes(link);
-        self.streams_up(link, &peer, incarnation);
+        self.routes.send_all(link, &mut self.out);
+        self.route_acks.sent(link, now);
+        self.out.push(ClusterAction::SyncRetained { link });
+        self.streams
+            .link_up(link, &peer, incarnation, &mut self.out);
         self.refresh_dials(now);
-    }
-
-    /// Sends our full route set on `link` as one bulk transfer of bounded chunks.
-    fn send_routes(&mut self, link: LinkId) {
-        self.last_sync += 1;
-        let sync = self.last_sync;
-        let filters = self.local_routes.iter().cloned();
-        let chunks = wire::split_bulk(filters, wire::BULK_CHUNK_BYTES, |f| wire::str_wire_len(f));
-        let count = chunks.len();
-        for (i, items) in chunks.into_iter().enumerate() {
-            let chunk = BulkChunk {
-                sync,
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                last: i + 1 == count,
-                body: BulkBody::Routes(items),
-            };
-            self.send(link, &LinkMessage::Bulk(chunk));
-        }
-    }
-
-    /// One chunk of a bulk transfer from `peer` on `link`: assembled until its last chunk, then
-    /// applied whole. A chunk that does not continue the transfer in progress drops it (a new
-    /// transfer starts only at index 0; stray chunks are ignored), so parts never mix or apply.
-    fn bulk_chunk(&mut self, link: LinkId, peer: &NodeName, chunk: BulkChunk) {
-        let Some(LinkState::Up { assembly, .. }) = self.links.get_mut(&link).map(|l| &mut l.state)
-        else {
-            return;
-        };
-        let BulkChunk {
-            sync,
-            index,
-            last,
-            body,
-        } = chunk;
-        let (done, chunks) = match assembly.take() {
-            Some(mut a) if a.sync == sync && a.next == index && a.body.same_kind(&body) => {
-                a.body.append(body);
-                a.next = a.next.saturating_add(1);
-                if !last {
-                    *assembly = Some(a);
-                    return;
-                }
-                (a.body, a.next)
-            }
-            old => {
-                if let Some(old) = old {
-                    tracing::debug!(peer = %peer, sync = old.sync, chunks = old.next, "dropping an incomplete bulk transfer");
-                }
-                if index != 0 {
-                    tracing::debug!(peer = %peer, sync, index, "ignoring a chunk of a bulk transfer whose start was not received");
-                    return;
-                }
-                if !last {
-                    *assembly = Some(Assembly {
-                        sync,
-                        next: 1,
-                        body,
-                    });
-                    return;
-                }
-                (body, 1)
-            }
-        };
-        match done {
-            BulkBody::Routes(filters) => {
-                let (added, removed) = self.routes.replace(peer, filters);
-                tracing::debug!(peer = %peer, added, removed, chunks, "routes resynced");
-            }
-        }
-    }
-
-    /// A link to `peer` (at `incarnation`) is up: pause our numbered forwards until its
-    /// `Resume`, and tell it what we got from it.
-    fn streams_up(&mut self, link: LinkId, peer: &NodeName, incarnation: u64) {
-        let out = self.outs.entry(peer.clone()).or_default();
-        if out.incarnation != incarnation {
-            // A restarted node: the sessions the buffer was for are gone; number afresh.
-            let dropped = out.drop_all();
-            out.incarnation = incarnation;
-            out.last_seq = 0;
-            self.metrics.forward_drops += dropped;
-            if dropped > 0 {
-                tracing::info!(peer = %peer, dropped, "node restarted; dropping its buffered forwards");
-            }
-        }
-        out.paused = true;
-        out.down_since = None;
-        let inbound = self.ins.entry(peer.clone()).or_default();
-        if inbound.incarnation != incarnation {
-            *inbound = InStream {
-                incarnation,
-                ..InStream::default()
-            };
-        }
-        inbound.acked = inbound.received;
-        let received = inbound.received;
-        self.send(link, &LinkMessage::Resume { received });
-    }
-
-    /// `peer` told us what it has: drop that, send the rest in order, then resume sending.
-    fn resume(&mut self, link: LinkId, peer: &NodeName, received: u64) {
-        let Some(out) = self.outs.get_mut(peer) else {
-            return;
-        };
-        out.acked(received);
-        out.paused = false;
-        if !out.unacked.is_empty() {
-            tracing::info!(peer = %peer, resent = out.unacked.len(), "resending unacknowledged forwards");
-        }
-        for (_, frame) in &out.unacked {
-            self.actions.push_back(ClusterAction::Send {
-                link,
-                frame: frame.clone(),
-            });
-        }
-    }
-
-    /// A numbered forward from `peer`: deliver it unless we already did.
-    fn numbered_forward(
-        &mut self,
-        link: LinkId,
-        peer: &NodeName,
-        seq: u64,
-        publish: ForwardedPublish,
-    ) {
-        let Some(inbound) = self.ins.get_mut(peer) else {
-            return;
-        };
-        if seq <= inbound.received {
-            tracing::debug!(peer = %peer, seq, "duplicate forward ignored");
-            return;
-        }
-        inbound.received = seq;
-        let ack = inbound.take_ack(ACK_EVERY);
-        self.metrics.forwards_received += 1;
-        self.actions.push_back(ClusterAction::Deliver(publish));
-        if let Some(upto) = ack {
-            self.send(link, &LinkMessage::Ack(upto));
-        }
     }
 
     fn handle_peer_message(
@@ -1356,561 +402,226 @@ impl Cluster {
         now: Duration,
     ) {
         match msg {
-            LinkMessage::Heartbeat => {}
             LinkMessage::Members(entries) => self.merge_members(&entries, now),
-            LinkMessage::Bulk(chunk) => self.bulk_chunk(link, &peer, chunk),
             LinkMessage::RouteAdd(filter) => {
                 self.routes.add(&peer, &filter);
+                self.route_acks.applied(link);
             }
             LinkMessage::RouteRemove(filter) => {
                 self.routes.remove(&peer, &filter);
+                self.route_acks.applied(link);
             }
-            LinkMessage::Forward(publish) => {
-                self.metrics.forwards_received += 1;
-                self.actions.push_back(ClusterAction::Deliver(publish));
+            LinkMessage::RouteAck(count) => {
+                self.route_acks.acked(link, count);
+                self.check_routes_confirmed(now);
             }
+            LinkMessage::RetainedDigest(digest) => {
+                self.out
+                    .push(ClusterAction::RetainedWanted { link, digest });
+            }
+            LinkMessage::Forward(publish) => self.streams.received(publish, &mut self.out),
             LinkMessage::ForwardSeq { seq, publish } => {
-                self.numbered_forward(link, &peer, seq, publish);
+                let out = &mut self.out;
+                self.streams
+                    .received_numbered(link, &peer, seq, publish, out);
             }
-            LinkMessage::Ack(upto) => {
-                if let Some(out) = self.outs.get_mut(&peer) {
-                    out.acked(upto);
-                }
+            LinkMessage::Ack(upto) => self.streams.acked(&peer, upto),
+            LinkMessage::Resume { received } => {
+                self.streams.resume(link, &peer, received, &mut self.out);
             }
-            LinkMessage::Resume { received } => self.resume(link, &peer, received),
-            LinkMessage::Reject { reason } => {
-                self.log_peer_reject(&peer, &reason, "peer closed the link", now);
-                self.close_as(link, reason != DUPLICATE_LINK, now);
-            }
-            other @ (LinkMessage::Hello { .. }
+            // Link-level messages: `Links` handles them and never returns them.
+            LinkMessage::Heartbeat
+            | LinkMessage::Bulk(_)
+            | LinkMessage::Reject { .. }
+            | LinkMessage::Hello { .. }
             | LinkMessage::Challenge { .. }
             | LinkMessage::Proof { .. }
-            | LinkMessage::RoutesSync(_)) => {
-                let log = format!("unexpected {} after the handshake", message_name(&other));
-                self.reject(link, "protocol error", &log, now);
-            }
+            | LinkMessage::RoutesSync(_) => {}
         }
     }
 
     // ---- membership --------------------------------------------------------------------
 
-    fn member_entries(&self) -> Vec<MemberEntry> {
-        let me = MemberEntry {
-            node: self.cfg.node.to_string(),
-            port: self.cfg.port,
-            incarnation: self.incarnation,
-            left: self.left,
-        };
-        std::iter::once(me)
-            .chain(self.members.iter().map(|(node, m)| MemberEntry {
-                node: node.to_string(),
-                port: m.port,
-                incarnation: m.incarnation,
-                left: m.left,
-            }))
-            .collect()
-    }
-
     fn merge_members(&mut self, entries: &[MemberEntry], now: Duration) {
-        let mut changed = false;
-        let mut to_close = Vec::new();
-        for e in entries {
-            let Ok(node) = e.node.parse::<NodeName>() else {
-                tracing::debug!(node = %peer_text(&e.node), "ignoring a member with a bad name");
-                continue;
-            };
-            if node == self.cfg.node {
-                // We are the authority on ourselves: refute a stale "left" or a higher claim.
-                let stale = e.incarnation > self.incarnation
-                    || (e.incarnation == self.incarnation && e.left && !self.left);
-                if stale && !self.left {
-                    self.incarnation = e.incarnation.saturating_add(1);
-                    tracing::info!(
-                        incarnation = self.incarnation,
-                        "refuting a stale member entry"
-                    );
-                    changed = true;
-                }
-                continue;
-            }
-            match self.members.get_mut(&node) {
-                Some(m) => {
-                    let newer = e.incarnation > m.incarnation
-                        || (e.incarnation == m.incarnation && e.left && !m.left);
-                    if !newer {
-                        continue;
-                    }
-                    m.incarnation = e.incarnation;
-                    m.port = e.port;
-                    m.left = e.left;
-                    changed = true;
-                    if e.left {
-                        tracing::info!(peer = %node, "member left the cluster");
-                        if let Some(&link) = self.peers.get(&node) {
-                            to_close.push(link);
-                        }
-                    }
-                }
-                None => {
-                    self.members.insert(
-                        node.clone(),
-                        Member {
-                            port: e.port,
-                            incarnation: e.incarnation,
-                            left: e.left,
-                            down_since: (!self.peers.contains_key(&node)).then_some(now),
-                            was_up: false,
-                        },
-                    );
-                    if !e.left {
-                        tracing::info!(peer = %node, "learned a new member");
-                    }
-                    changed = true;
-                }
-            }
-        }
+        let links = &self.links;
+        let (changed, gone) = self.membership.merge(entries, now, |n| links.is_linked(n));
+        let to_close: Vec<LinkId> = gone.iter().filter_map(|n| links.peer(n)).collect();
         for link in to_close {
             self.close(link, now);
         }
-        self.members_dirty |= changed;
         if changed {
-            let members = LinkMessage::Members(self.member_entries());
-            self.broadcast(&members);
+            self.gossip_members();
             self.refresh_dials(now);
         }
     }
 
-    /// Where to dial `node`, if we should: a pending join, a static seed, or a joined member.
-    fn dial_target(&self, node: &NodeName) -> Option<u16> {
-        if let Some((join, port)) = &self.join
-            && join == node
-        {
-            return Some(*port);
-        }
-        if self.left || self.peers.contains_key(node) || *node == self.cfg.node {
-            return None;
-        }
-        // Heard by multicast just now: it is up, whatever an old tombstone says (a tombstoned
-        // node that is still running refutes it once linked, as with static seeds).
-        if let Some(heard) = self.mcast.as_ref().and_then(|m| m.heard.get(node)) {
-            return Some(heard.port);
-        }
-        let member = self.members.get(node);
-        if member.is_some_and(|m| m.left) {
-            return None;
-        }
-        if self.cfg.discovery == Discovery::Static
-            && let Some(seed) = self.cfg.seeds.iter().find(|s| s.node == *node)
-        {
-            return Some(seed.port_or(self.cfg.default_port));
-        }
-        member
-            .filter(|m| self.cfg.autoheal || !m.was_up)
-            .map(|m| m.port)
-    }
-
     /// Brings the dial table in line with who we should be dialling.
     fn refresh_dials(&mut self, now: Duration) {
-        let mut wanted: Vec<NodeName> = Vec::new();
-        if let Some((node, _)) = &self.join {
-            wanted.push(node.clone());
-        }
-        if self.cfg.discovery == Discovery::Static {
-            wanted.extend(self.cfg.seeds.iter().map(|s| s.node.clone()));
-        }
-        if let Some(m) = &self.mcast {
-            wanted.extend(m.heard.keys().cloned());
-        }
-        wanted.extend(self.members.keys().cloned());
-        wanted.retain(|n| self.dial_target(n).is_some());
-        self.dials
-            .retain(|node, dial| dial.in_flight || wanted.contains(node));
-        for node in wanted {
-            self.dials.entry(node).or_insert(Dial {
-                attempt: 0,
-                next_at: now,
-                in_flight: false,
-            });
-        }
+        let facts = dial_facts(&self.links, &self.membership, self.mcast.as_ref());
+        self.dialer.refresh(now, &facts);
     }
 
     // ---- timers ------------------------------------------------------------------------
 
     /// The earliest time `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        let handshake_limit = self.connect_timeout();
-        let dead_after = self.dead_after();
-        let links = self.links.values().map(|l| match &l.state {
-            LinkState::Up {
-                last_heard,
-                next_heartbeat,
-                ..
-            } => (*next_heartbeat).min(*last_heard + dead_after),
-            _ => l.opened_at + handshake_limit,
-        });
-        let dials = self
-            .dials
-            .iter()
-            .filter(|(node, d)| !d.in_flight && !self.peers.contains_key(*node))
-            .map(|(_, d)| d.next_at);
-        let cleans = self.cfg.autoclean.into_iter().flat_map(|after| {
-            self.members
-                .values()
-                .filter(|m| !m.left)
-                .filter_map(move |m| m.down_since.map(|at| at + after))
-        });
-        let announce = self.mcast.as_ref().and_then(|m| m.next_announce);
-        let buffers = self
-            .outs
-            .values()
-            .filter_map(|o| o.down_since.map(|at| at + FORWARD_BUFFER_WINDOW));
+        let links = self.links.poll_timeout();
+        let dials = self.dialer.poll_timeout(self.links.peers());
+        let cleans = self.membership.poll_timeout();
+        let announce = self.mcast.as_ref().and_then(Announcer::poll_timeout);
+        let buffers = self.streams.poll_timeout();
+        let route_acks = self.route_acks.next_expiry(self.links.dead_after());
         links
+            .into_iter()
             .chain(dials)
             .chain(cleans)
             .chain(announce)
             .chain(buffers)
+            .chain(route_acks)
             .min()
     }
 
-    /// Heartbeats, dead links, stalled handshakes, due dials and autoclean at `now`.
+    /// Heartbeats, dead links, stalled handshakes, expired forward buffers, autoclean, announces
+    /// and due dials at `now`, each part in turn (see the module doc for the order).
     pub fn handle_timeout(&mut self, now: Duration) {
-        let handshake_limit = self.connect_timeout();
-        let dead_after = self.dead_after();
-        let mut dead = Vec::new();
-        let mut stalled = Vec::new();
-        let mut beat = Vec::new();
-        for (&id, l) in &mut self.links {
-            match &mut l.state {
-                LinkState::Up {
-                    peer,
-                    last_heard,
-                    next_heartbeat,
-                    ..
-                } => {
-                    if *last_heard + dead_after <= now {
-                        dead.push((id, peer.clone()));
-                    } else if *next_heartbeat <= now {
-                        *next_heartbeat = now + self.cfg.heartbeat;
-                        beat.push(id);
-                    }
-                }
-                _ if l.opened_at + handshake_limit <= now => stalled.push(id),
-                _ => {}
-            }
+        // Acknowledgements a caller without `frames_done` left owed, and silent links that no
+        // longer hold route confirmations back.
+        for (link, count) in self.route_acks.take_due() {
+            self.out.send(link, &LinkMessage::RouteAck(count));
         }
-        if !beat.is_empty() {
-            let frame = wire::encode(&LinkMessage::Heartbeat);
-            for link in beat {
-                self.actions.push_back(ClusterAction::Send {
-                    link,
-                    frame: frame.clone(),
-                });
-                // Acknowledge what arrived since the last ack, however few.
-                let peer = self.links.get(&link).and_then(Link::up_peer);
-                let inbound = peer.and_then(|p| self.ins.get_mut(p));
-                if let Some(upto) = inbound.and_then(|i| i.take_ack(1)) {
-                    let ack = wire::encode(&LinkMessage::Ack(upto));
-                    self.actions
-                        .push_back(ClusterAction::Send { link, frame: ack });
-                }
-            }
-        }
-        let expired: Vec<NodeName> = self
-            .outs
-            .iter()
-            .filter(|(_, o)| {
-                o.down_since
-                    .is_some_and(|at| at + FORWARD_BUFFER_WINDOW <= now)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in expired {
-            let routes = self.forget_streams(&node);
+        self.check_routes_confirmed(now);
+        let streams = &mut self.streams;
+        let ack = |peer: &NodeName| streams.heartbeat_ack(peer);
+        let to_close = self.links.handle_timeout(now, &mut self.out, ack);
+        for node in self.streams.handle_timeout(now) {
+            let routes = self.routes.purge(&node);
             tracing::warn!(peer = %node, purged_routes = routes, "node down for {FORWARD_BUFFER_WINDOW:?}; purging its routes");
         }
-        for (link, peer) in dead {
-            tracing::warn!(peer = %peer, "link silent for {DEAD_AFTER_HEARTBEATS} heartbeats; declaring it dead");
+        for link in to_close {
             self.close(link, now);
         }
-        for link in stalled {
-            if let Some(l) = self.links.get(&link)
-                && let Some(suppressed) = self.link_log.admit("handshake timeout", now)
-            {
-                tracing::warn!(peer = %describe(l), suppressed, "handshake timed out");
-            }
-            self.metrics.links_rejected += 1;
-            self.close(link, now);
+        if self.membership.handle_timeout(now) {
+            self.gossip_members();
+            self.refresh_dials(now);
         }
-        if let Some(after) = self.cfg.autoclean {
-            let expired: Vec<NodeName> = self
-                .members
-                .iter()
-                .filter(|(_, m)| !m.left && m.down_since.is_some_and(|at| at + after <= now))
-                .map(|(n, _)| n.clone())
-                .collect();
-            for node in &expired {
-                tracing::info!(peer = %node, "forgetting a member stopped for {after:?} (autoclean)");
-                if let Some(m) = self.members.get_mut(node) {
-                    // A tombstone at the same incarnation: gossip cannot resurrect it, a restart
-                    // (higher incarnation) can.
-                    m.left = true;
-                }
-            }
-            self.members_dirty |= !expired.is_empty();
-            if !expired.is_empty() {
-                let members = LinkMessage::Members(self.member_entries());
-                self.broadcast(&members);
+        if let Some(m) = &mut self.mcast {
+            let dialer = &self.dialer;
+            let in_flight = |node: &NodeName| dialer.in_flight(node);
+            if m.handle_timeout(now, &mut self.rng, &mut self.out, in_flight) {
                 self.refresh_dials(now);
             }
         }
-        self.announce_due(now);
-        let due: Vec<NodeName> = self
-            .dials
-            .iter()
-            .filter(|(node, d)| !d.in_flight && d.next_at <= now && !self.peers.contains_key(*node))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in due {
-            let Some(port) = self.dial_target(&node) else {
-                continue;
-            };
-            if let Some(dial) = self.dials.get_mut(&node) {
-                dial.in_flight = true;
-            }
-            self.actions.push_back(ClusterAction::Dial {
-                host: node.host().to_string(),
-                node,
-                port,
-            });
-        }
+        let facts = dial_facts(&self.links, &self.membership, self.mcast.as_ref());
+        self.dialer.handle_timeout(now, &facts, &mut self.out);
     }
 
     // ---- multicast discovery -----------------------------------------------------------
 
-    /// Sends the next announce when it is due and forgets nodes not heard for a while.
-    fn announce_due(&mut self, now: Duration) {
-        let Some(m) = &mut self.mcast else {
-            return;
-        };
-        if m.next_announce.is_none_or(|at| at > now) {
-            return;
-        }
-        self.actions
-            .push_back(ClusterAction::Announce(m.ping.clone()));
-        self.metrics.announces_sent += 1;
-        let permille = self.rng.random_range(750..1250u32);
-        m.next_announce = Some(now + m.interval * permille / 1000);
-        m.interval = (m.interval * 2).min(ANNOUNCE_MAX);
-        let dials = &self.dials;
-        let before = m.heard.len();
-        m.heard.retain(|node, h| {
-            h.at + DISCOVERED_TTL > now || dials.get(node).is_some_and(|d| d.in_flight)
-        });
-        if m.heard.len() != before {
-            self.refresh_dials(now);
-        }
-    }
-
     /// A datagram arrived on a discovery socket from `from`.
     pub fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8], now: Duration) {
-        let Some(m) = &self.mcast else {
-            return;
-        };
-        let announce = match discovery::decode(bytes) {
-            Ok(a) => a,
-            Err(e) => {
-                return self.drop_datagram(DropReason::Malformed, from, &e.to_string(), now);
-            }
-        };
-        if announce.cluster != self.cfg.cluster_name {
-            let why = format!("announce for cluster '{}'", peer_text(announce.cluster));
-            return self.drop_datagram(DropReason::OtherCluster, from, &why, now);
-        }
-        if announce.protocol != PROTOCOL_VERSION {
-            let why = format!(
-                "{} speaks link protocol {} (we speak {PROTOCOL_VERSION})",
-                peer_text(announce.node),
-                announce.protocol
-            );
-            return self.drop_datagram(DropReason::Protocol, from, &why, now);
-        }
-        if announce.digest != m.digest {
-            let why = format!(
-                "{} announces itself with another node.cookie; it will not be dialled",
-                peer_text(announce.node)
-            );
-            return self.drop_datagram(DropReason::Cookie, from, &why, now);
-        }
-        if !announce.verify(&self.cfg.cookie) {
-            let why = format!(
-                "announce claiming to be {} fails the HMAC",
-                peer_text(announce.node)
-            );
-            return self.drop_datagram(DropReason::Forged, from, &why, now);
-        }
-        if announce.node == self.cfg.node.as_str() {
-            if announce.instance == m.instance {
-                return; // our own announce, looped back
-            }
-            let why = format!("another node announces our node name {}", self.cfg.node);
-            return self.drop_datagram(DropReason::DuplicateName, from, &why, now);
-        }
-        let node = match announce.node.parse::<NodeName>() {
-            Ok(node) => node,
-            Err(e) => {
-                let why = format!("bad node name '{}': {e}", peer_text(announce.node));
-                return self.drop_datagram(DropReason::BadName, from, &why, now);
-            }
-        };
-        self.metrics.datagrams_received += 1;
-        let (kind, port) = (announce.kind, announce.port);
-        self.heard(node, port, kind, from, now);
-    }
-
-    /// An authenticated announce from `node`: the lower name dials, the higher answers pings.
-    fn heard(&mut self, node: NodeName, port: u16, kind: Kind, from: SocketAddr, now: Duration) {
-        if self.left || self.peers.contains_key(&node) {
-            return;
-        }
         let Some(m) = &mut self.mcast else {
             return;
         };
-        if self.cfg.node < node {
-            let heard = Heard { port, at: now };
-            if m.heard.insert(node.clone(), heard).is_none() {
-                tracing::info!(peer = %node, %from, "heard by multicast; dialling it");
-            }
-            // It is up right now: dial at once, but keep counting failed attempts.
-            if let Some(dial) = self.dials.get_mut(&node)
-                && !dial.in_flight
-            {
-                dial.next_at = dial.next_at.min(now);
-            }
-            self.refresh_dials(now);
-        } else if kind == Kind::Ping {
-            tracing::debug!(peer = %node, %from, "heard by multicast; answering so it dials us");
-            self.actions.push_back(ClusterAction::Datagram {
-                to: from,
-                bytes: m.pong.clone(),
-            });
-        }
-    }
-
-    fn drop_datagram(&mut self, reason: DropReason, from: SocketAddr, why: &str, now: Duration) {
-        self.metrics.datagrams_dropped += 1;
-        let Some(m) = &mut self.mcast else {
+        let links = &self.links;
+        let left = self.membership.left();
+        let linked = |node: &NodeName| links.is_linked(node);
+        let Some(node) = m.handle_datagram(from, bytes, now, left, linked, &mut self.out) else {
             return;
         };
-        if let Some(suppressed) = m.drops.admit(reason, now) {
-            tracing::warn!(
-                %from,
-                %reason,
-                suppressed,
-                "dropping a discovery datagram: {why}"
-            );
-        }
+        self.dialer.heard(&node, now);
+        self.refresh_dials(now);
     }
 
     // ---- routes and forwarding ---------------------------------------------------------
 
-    /// The local broker gained its first subscriber for `filter`.
-    pub fn local_route_added(&mut self, filter: &str) {
-        if self.local_routes.insert(filter.to_owned()) {
-            self.broadcast(&LinkMessage::RouteAdd(filter.to_owned()));
+    /// The local broker gained its first subscriber for `filter` (route change number n, for
+    /// the n-th call of this or `local_route_removed`).
+    pub fn local_route_added(&mut self, filter: &str, now: Duration) {
+        self.route_acks.changed();
+        if self.routes.add_local(filter) {
+            self.broadcast_route(&LinkMessage::RouteAdd(filter.to_owned()), now);
         }
+        self.check_routes_confirmed(now);
     }
 
     /// The local broker lost its last subscriber for `filter`.
-    pub fn local_route_removed(&mut self, filter: &str) {
-        if self.local_routes.remove(filter) {
-            self.broadcast(&LinkMessage::RouteRemove(filter.to_owned()));
+    pub fn local_route_removed(&mut self, filter: &str, now: Duration) {
+        self.route_acks.changed();
+        if self.routes.remove_local(filter) {
+            self.broadcast_route(&LinkMessage::RouteRemove(filter.to_owned()), now);
+        }
+        self.check_routes_confirmed(now);
+    }
+
+    /// Sends a route delta to every linked node, remembering it for the confirmation.
+    fn broadcast_route(&mut self, msg: &LinkMessage, now: Duration) {
+        for &link in self.links.peers().values() {
+            self.route_acks.sent(link, now);
+        }
+        self.broadcast(msg);
+    }
+
+    /// Reports newly confirmed route changes (`ClusterAction::RoutesConfirmed`); links no longer
+    /// authenticated stop counting.
+    fn check_routes_confirmed(&mut self, now: Duration) {
+        let up: Vec<LinkId> = self.links.peers().values().copied().collect();
+        self.route_acks.keep_links(|link| up.contains(&link));
+        if let Some(seq) = self
+            .route_acks
+            .newly_confirmed(now, self.links.dead_after())
+        {
+            self.out.push(ClusterAction::RoutesConfirmed(seq));
+        }
+    }
+
+    /// The driver has handed over every frame of one read from `link`: acknowledge the route
+    /// messages they carried, once for the batch.
+    pub fn frames_done(&mut self, link: LinkId) {
+        if let Some(count) = self.route_acks.take_due_on(link) {
+            self.out.send(link, &LinkMessage::RouteAck(count));
+        }
+    }
+
+    // ---- retained sync -----------------------------------------------------------------
+
+    /// Starts the retained sync of a new link with our digest: sent unless our set is empty
+    /// (then nothing travels until the peer's digest arrives, so clusters without retained
+    /// messages exchange nothing).
+    pub fn sync_retained(&mut self, link: LinkId, ours: Vec<u64>) {
+        if ours.iter().any(|&b| b != 0) && self.links.up_peer(link).is_some() {
+            self.out.send(link, &LinkMessage::RetainedDigest(ours));
+        }
+    }
+
+    /// Answers a peer's retained digest: our entries in the buckets that differ (one bulk set,
+    /// if any), and, if our set is empty and theirs is not, our (empty) digest so that the peer
+    /// sends us its entries.
+    pub fn answer_retained(
+        &mut self,
+        link: LinkId,
+        ours: Vec<u64>,
+        theirs: &[u64],
+        items: Vec<wire::RetainedItem>,
+    ) {
+        if self.links.up_peer(link).is_none() {
+            return;
+        }
+        if !items.is_empty() {
+            let sync = self.routes.next_sync();
+            let size = wire::RetainedItem::wire_len;
+            bulk::send(link, sync, items, size, BulkBody::Retained, &mut self.out);
+        }
+        let empty = |d: &[u64]| d.iter().all(|&b| b == 0);
+        if empty(&ours) && !empty(theirs) {
+            self.out.send(link, &LinkMessage::RetainedDigest(ours));
         }
     }
 
     /// A publish from a local client (or a will): one copy to every other node with a matching
     /// route (every linked node when it is retained). Returns the number of nodes it went to.
     pub fn forward(&mut self, publish: &ForwardRef<'_>) -> usize {
-        if self.peers.is_empty() && self.routes.is_empty() {
-            return 0;
-        }
-        let reliable = publish.qos > 0;
-        let mut dest = std::mem::take(&mut self.scratch);
-        dest.clear();
-        let mut buffered = 0;
-        if publish.retain {
-            dest.extend(self.peers.values().copied());
-        } else {
-            let peers = &self.peers;
-            let outs = &self.outs;
-            let mut drops = 0;
-            let mut down: Option<Vec<NodeName>> = None;
-            self.routes
-                .for_each_node(publish.topic, |node| match peers.get(node) {
-                    Some(&link) => dest.push(link),
-                    None if reliable && outs.get(node).is_some_and(|o| o.down_since.is_some()) => {
-                        let down = down.get_or_insert_with(Vec::new);
-                        if !down.contains(node) {
-                            down.push(node.clone());
-                        }
-                    }
-                    None => drops += 1,
-                });
-            self.metrics.forward_drops += drops;
-            for node in down.into_iter().flatten() {
-                buffered += usize::from(self.numbered(&node, None, publish));
-            }
-        }
-        dest.sort_unstable();
-        dest.dedup();
-        let mut sent = 0;
-        if reliable {
-            for &link in &dest {
-                let Some(peer) = self.links.get(&link).and_then(Link::up_peer).cloned() else {
-                    continue;
-                };
-                sent += usize::from(self.numbered(&peer, Some(link), publish));
-            }
-        } else if !dest.is_empty() {
-            let frame = wire::encode_forward(publish, &mut self.frame_buf);
-            for &link in &dest {
-                self.actions.push_back(ClusterAction::Send {
-                    link,
-                    frame: frame.clone(),
-                });
-            }
-            sent = dest.len();
-        }
-        self.metrics.forwards_sent += sent as u64;
-        self.scratch = dest;
-        sent + buffered
-    }
-
-    /// Numbers a QoS >= 1 forward for `peer`, keeps it until acknowledged, and sends it on
-    /// `link` unless the stream is paused (link down or awaiting `Resume`). False when the
-    /// buffer is full and the forward is dropped.
-    fn numbered(
-        &mut self,
-        peer: &NodeName,
-        link: Option<LinkId>,
-        publish: &ForwardRef<'_>,
-    ) -> bool {
-        let Some(out) = self.outs.get_mut(peer) else {
-            self.metrics.forward_drops += 1;
-            return false;
-        };
-        let seq = out.last_seq + 1;
-        let frame = wire::encode_forward_seq(publish, seq, &mut self.frame_buf);
-        if out.full(frame.len()) {
-            self.metrics.forward_drops += 1;
-            return false;
-        }
-        out.last_seq = seq;
-        out.bytes += frame.len();
-        out.unacked.push_back((seq, frame.clone()));
-        if let Some(link) = link.filter(|_| !out.paused) {
-            self.actions.push_back(ClusterAction::Send { link, frame });
-        }
-        true
+        let (routes, links) = (self.routes.table(), &self.links);
+        self.streams.forward(publish, routes, links, &mut self.out)
     }
 
     // ---- admin -------------------------------------------------------------------------
@@ -1923,72 +634,41 @@ impl Cluster {
             result,
         };
         if node == self.cfg.node {
-            self.actions
-                .push_back(done(Err("cannot join the node itself".into())));
+            self.out
+                .push(done(Err("cannot join the node itself".into())));
             return;
         }
-        if self.left {
+        if self.membership.rejoin() {
             // Our "left" tombstone at the others must lose to the new membership.
-            self.left = false;
-            self.incarnation = self.incarnation.saturating_add(1);
             if let Some(m) = &mut self.mcast {
-                m.next_announce = Some(now);
-                m.interval = ANNOUNCE_FIRST;
+                m.restart(now);
             }
         }
-        if self.peers.contains_key(&node) {
-            self.actions.push_back(done(Ok(())));
+        if self.links.is_linked(&node) {
+            self.out.push(done(Ok(())));
             return;
         }
-        if let Some((old, _)) = self.join.take() {
-            self.actions.push_back(ClusterAction::JoinDone {
-                node: old,
-                result: Err("superseded by another join".into()),
-            });
-        }
+        self.membership.forget_tombstone(&node);
         let port = seed.port_or(self.cfg.default_port);
-        if let Some(m) = self.members.get_mut(&node)
-            && m.left
-        {
-            // Joining a node we had forgotten: forget the tombstone too.
-            self.members.remove(&node);
-        }
-        self.join = Some((node.clone(), port));
-        self.dials.insert(
-            node,
-            Dial {
-                attempt: 0,
-                next_at: now,
-                in_flight: false,
-            },
-        );
+        self.dialer.join(node, port, now, &mut self.out);
         self.refresh_dials(now);
     }
 
     /// `ctl cluster leave`: tell every member we leave, close every link, stop dialling.
     pub fn leave(&mut self, now: Duration) -> Result<(), String> {
-        if self.left || self.members.values().all(|m| m.left) {
-            return Err("node is not in a cluster".into());
-        }
-        self.incarnation = self.incarnation.saturating_add(1);
-        self.left = true;
-        let members = LinkMessage::Members(self.member_entries());
-        self.broadcast(&members);
-        let links: Vec<LinkId> = self.links.keys().copied().collect();
-        for link in links {
+        self.membership.leave()?;
+        self.gossip_members();
+        for link in self.links.ids() {
             self.close(link, now);
         }
-        self.members.clear();
-        self.members_dirty = true;
-        self.dials.clear();
-        self.join = None;
-        let nodes: Vec<NodeName> = self.outs.keys().cloned().collect();
+        self.membership.forget_all();
+        self.dialer.leave();
+        let nodes: Vec<NodeName> = self.streams.nodes().cloned().collect();
         for node in nodes {
-            self.forget_streams(&node);
+            self.forget_node(&node);
         }
         if let Some(m) = &mut self.mcast {
-            m.heard.clear();
-            m.next_announce = None;
+            m.stop();
         }
         tracing::info!("left the cluster");
         Ok(())
@@ -1996,150 +676,70 @@ impl Cluster {
 
     /// `ctl cluster force-leave NODE`: remove a member (normally a stopped one).
     pub fn force_leave(&mut self, node: &NodeName, now: Duration) -> Result<(), String> {
-        if *node == self.cfg.node {
-            return Err("cannot remove the local node (use leave)".into());
-        }
-        let Some(m) = self.members.get_mut(node).filter(|m| !m.left) else {
-            return Err(format!("{node} is not a member of the cluster"));
-        };
-        m.incarnation = m.incarnation.saturating_add(1);
-        m.left = true;
-        self.members_dirty = true;
-        tracing::info!(peer = %node, "removing a member (force-leave)");
-        if let Some(&link) = self.peers.get(node) {
+        self.membership.force_leave(node)?;
+        if let Some(link) = self.links.peer(node) {
             self.close(link, now);
         }
-        let members = LinkMessage::Members(self.member_entries());
-        self.broadcast(&members);
+        self.gossip_members();
         self.refresh_dials(now);
         Ok(())
     }
 
-    /// Remote routes of linked nodes (those of nodes whose link is down are kept but hidden).
-    fn live_routes(&self) -> usize {
-        let hidden: usize = self
-            .outs
-            .iter()
-            .filter(|(node, _)| !self.peers.contains_key(*node))
-            .map(|(node, _)| self.routes.count_of(node))
-            .sum();
-        self.routes.len().saturating_sub(hidden)
-    }
-
     /// Running and stopped members, sorted.
     pub fn status(&self) -> ClusterStatus {
-        let mut running = vec![self.cfg.node.to_string()];
-        let mut stopped = Vec::new();
-        for (node, m) in &self.members {
-            if m.left {
-                continue;
-            }
-            if self.peers.contains_key(node) {
-                running.push(node.to_string());
-            } else {
-                stopped.push(node.to_string());
-            }
-        }
-        running.sort();
-        ClusterStatus {
-            running_nodes: running,
-            stopped_nodes: stopped,
-        }
+        self.membership.status(|n| self.links.is_linked(n))
     }
 
     /// The route table, local routes included, sorted by filter; nodes sorted per filter.
     pub fn routes(&self) -> Vec<RouteEntry> {
-        let mut table: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for filter in &self.local_routes {
-            table
-                .entry(filter.clone())
-                .or_default()
-                .insert(self.cfg.node.to_string());
-        }
         // Routes of a node whose link is down are kept for the forward buffer, not shown.
-        for (filter, node) in self.routes.entries() {
-            if self.peers.contains_key(&node) {
-                table.entry(filter).or_default().insert(node.to_string());
-            }
-        }
-        table
-            .into_iter()
-            .map(|(filter, nodes)| RouteEntry {
-                filter,
-                nodes: nodes.into_iter().collect(),
-            })
-            .collect()
+        self.routes
+            .list(&self.cfg.node, |n| self.links.is_linked(n))
     }
 
     /// Whether a QoS >= 1 forward to a node we are linked to still awaits its ack. A node
     /// shutting down waits for these; forwards buffered for unreachable nodes are not waited for.
     pub fn forwards_awaiting_ack(&self) -> bool {
-        self.peers
-            .keys()
-            .any(|node| self.outs.get(node).is_some_and(|o| !o.unacked.is_empty()))
+        self.streams.awaiting_ack(self.links.peers().keys())
     }
 
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> ClusterMetrics {
         let status = self.status();
+        // Routes of a node whose link is down are kept for the forward buffer, not counted.
+        let hidden = self.streams.nodes().filter(|n| !self.links.is_linked(n));
+        let (links_rejected, handshakes_refused) = self.links.counters();
+        let (forwards_sent, forwards_received, forward_drops) = self.streams.counters();
+        let (announces_sent, datagrams_received, datagrams_dropped) =
+            self.mcast.as_ref().map_or((0, 0, 0), Announcer::counters);
         ClusterMetrics {
-            links_up: self.peers.len() as u64,
+            links_up: self.links.peers().len() as u64,
+            links_rejected,
+            handshakes_refused,
             running_nodes: status.running_nodes.len() as u64,
             stopped_nodes: status.stopped_nodes.len() as u64,
-            routes: (self.local_routes.len() + self.live_routes()) as u64,
-            forwards_unacked: self.outs.values().map(|o| o.unacked.len() as u64).sum(),
-            ..self.metrics.clone()
+            routes: self.routes.count(hidden) as u64,
+            forwards_sent,
+            forwards_received,
+            forward_drops,
+            forwards_unacked: self.streams.unacked(),
+            announces_sent,
+            datagrams_received,
+            datagrams_dropped,
         }
     }
 }
 
-impl Cluster {
-    /// Logs a peer's `Reject`: a lost duplicate-link race is expected (info), anything else a
-    /// rate-limited warning saying `what`, with the peer's reason truncated.
-    fn log_peer_reject(
-        &mut self,
-        peer: &dyn std::fmt::Display,
-        reason: &str,
-        what: &str,
-        now: Duration,
-    ) {
-        if reason == DUPLICATE_LINK {
-            tracing::info!(peer = %peer, "peer keeps another link to us; closing this one");
-        } else if let Some(suppressed) = self.link_log.admit("peer reject", now) {
-            tracing::warn!(peer = %peer, reason = %peer_text(reason), suppressed, "{what}");
-        }
-    }
-}
-
-/// A link for log lines: the peer's name once known (truncated: before authentication it is
-/// whatever the peer claims), always its address.
-fn describe(l: &Link) -> String {
-    let name = match &l.state {
-        LinkState::Up { peer, .. } => Some(peer),
-        LinkState::AwaitProof { peer, .. } => Some(&peer.node),
-        _ => l.dialed.as_ref(),
-    };
-    match name {
-        Some(name) => format!("{} ({})", peer_text(name.as_str()), l.addr),
-        None => l.addr.to_string(),
-    }
-}
-
-fn message_name(msg: &LinkMessage) -> &'static str {
-    match msg {
-        LinkMessage::Hello { .. } => "Hello",
-        LinkMessage::Challenge { .. } => "Challenge",
-        LinkMessage::Proof { .. } => "Proof",
-        LinkMessage::Reject { .. } => "Reject",
-        LinkMessage::Heartbeat => "Heartbeat",
-        LinkMessage::Members(_) => "Members",
-        LinkMessage::RoutesSync(_) => "RoutesSync",
-        LinkMessage::RouteAdd(_) => "RouteAdd",
-        LinkMessage::RouteRemove(_) => "RouteRemove",
-        LinkMessage::Forward(_) => "Forward",
-        LinkMessage::ForwardSeq { .. } => "ForwardSeq",
-        LinkMessage::Ack(_) => "Ack",
-        LinkMessage::Resume { .. } => "Resume",
-        LinkMessage::Bulk(_) => "Bulk",
+/// What the dialer needs to know of the other parts.
+fn dial_facts<'a>(
+    links: &'a Links,
+    membership: &'a Membership,
+    mcast: Option<&'a Announcer>,
+) -> Facts<'a> {
+    Facts {
+        left: membership.left(),
+        peers: links.peers(),
+        members: membership.members(),
+        heard: mcast.map(Announcer::heard),
     }
 }

@@ -18,8 +18,10 @@ use crate::codec::UserProperty;
 
 /// Version of the link protocol spoken after the handshake (2: sequenced QoS >= 1 forwards with
 /// acknowledgements and resume; 3: bulk sets such as the route set travel in bounded
-/// [`LinkMessage::Bulk`] chunks instead of one `RoutesSync` frame).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// [`LinkMessage::Bulk`] chunks instead of one `RoutesSync` frame; 4: retained messages carry
+/// versions and converge on link up through `RetainedDigest` and `BulkBody::Retained`; route
+/// messages are acknowledged with `RouteAck` so a SUBACK can wait until the cluster has the route).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Budget of the items of one bulk chunk. A chunk holds items up to this many bytes, or one
 /// item alone when that item is larger (a topic filter never exceeds the largest MQTT packet, so
@@ -80,6 +82,9 @@ pub struct ForwardedPublish {
     pub user_properties: Vec<(String, String)>,
     /// MQTT 5 content type.
     pub content_type: Option<String>,
+    /// For a retained publish: the version its value got on its origin node (hybrid logical
+    /// clock, origin id), so that every node keeps the newest.
+    pub retain_version: Option<(u64, u64)>,
 }
 
 /// The same fields as [`ForwardedPublish`], borrowed; serialises to identical bytes.
@@ -105,6 +110,8 @@ pub struct ForwardRef<'a> {
     pub user_properties: UserProps<'a>,
     /// MQTT 5 content type.
     pub content_type: Option<&'a str>,
+    /// See [`ForwardedPublish::retain_version`].
+    pub retain_version: Option<(u64, u64)>,
 }
 
 /// User properties serialised as a sequence of string pairs without copying them.
@@ -173,6 +180,37 @@ pub enum LinkMessage {
     /// chunks of one `sync` arrive in `index` order on one link and the receiver applies the
     /// whole set when the `last` one arrives, never a part of it.
     Bulk(BulkChunk),
+    /// Sent once after the handshake: the digest buckets of the sender's retained set. The
+    /// receiver answers with a `BulkBody::Retained` set of its entries in the buckets that
+    /// differ (possibly empty), so each side ends with the newer value of every topic.
+    RetainedDigest(Vec<u64>),
+    /// The receiver has applied this many route messages (deltas and whole sets) from the
+    /// sender on this link; sent once per batch of frames read.
+    RouteAck(u64),
+}
+
+impl LinkMessage {
+    /// The variant's name, for log lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkMessage::Hello { .. } => "Hello",
+            LinkMessage::Challenge { .. } => "Challenge",
+            LinkMessage::Proof { .. } => "Proof",
+            LinkMessage::Reject { .. } => "Reject",
+            LinkMessage::Heartbeat => "Heartbeat",
+            LinkMessage::Members(_) => "Members",
+            LinkMessage::RoutesSync(_) => "RoutesSync",
+            LinkMessage::RouteAdd(_) => "RouteAdd",
+            LinkMessage::RouteRemove(_) => "RouteRemove",
+            LinkMessage::Forward(_) => "Forward",
+            LinkMessage::ForwardSeq { .. } => "ForwardSeq",
+            LinkMessage::Ack(_) => "Ack",
+            LinkMessage::Resume { .. } => "Resume",
+            LinkMessage::Bulk(_) => "Bulk",
+            LinkMessage::RetainedDigest(_) => "RetainedDigest",
+            LinkMessage::RouteAck(_) => "RouteAck",
+        }
+    }
 }
 
 /// One bounded piece of a bulk set.
@@ -193,6 +231,37 @@ pub struct BulkChunk {
 pub enum BulkBody {
     /// Topic filters of the sender's full local route set (replaces the receiver's copy).
     Routes(Vec<String>),
+    /// Retained values and clears of the digest buckets where the receiver differs (merged by
+    /// version, last writer wins).
+    Retained(Vec<RetainedItem>),
+}
+
+/// One retained value (or clear: empty payload) with its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedItem {
+    /// The version: hybrid logical clock, then the origin node's id.
+    pub version: (u64, u64),
+    /// The retained publish (its `expiry` is what is left of it).
+    pub publish: ForwardedPublish,
+}
+
+impl RetainedItem {
+    /// Bytes it takes in a bulk chunk: at least its encoded size (strings and bytes with their
+    /// length prefixes; fixed fields generously counted).
+    pub fn wire_len(&self) -> usize {
+        let p = &self.publish;
+        let opt = |s: &Option<String>| s.as_deref().map_or(1, str_wire_len);
+        64 + str_wire_len(&p.topic)
+            + p.payload.len()
+            + 10
+            + opt(&p.response_topic)
+            + p.correlation_data.as_ref().map_or(1, |d| d.len() + 10)
+            + opt(&p.content_type)
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| str_wire_len(k) + str_wire_len(v))
+                .sum::<usize>()
+    }
 }
 
 impl BulkBody {
@@ -205,6 +274,8 @@ impl BulkBody {
     pub fn append(&mut self, other: BulkBody) {
         match (self, other) {
             (BulkBody::Routes(ours), BulkBody::Routes(more)) => ours.extend(more),
+            (BulkBody::Retained(ours), BulkBody::Retained(more)) => ours.extend(more),
+            _ => {}
         }
     }
 }
@@ -354,6 +425,7 @@ mod tests {
             correlation_data: Some(vec![1, 2, 3]),
             user_properties: vec![("k".into(), "v".into())],
             content_type: Some("text/plain".into()),
+            retain_version: Some((1 << 20, 7)),
         }
     }
 
@@ -372,6 +444,7 @@ mod tests {
             correlation_data: Some(&[1, 2, 3]),
             user_properties: UserProps(&props),
             content_type: Some("text/plain"),
+            retain_version: Some((1 << 20, 7)),
         };
         let frame = encode_forward_seq(&borrowed, 300, &mut BytesMut::new());
         let seq = LinkMessage::ForwardSeq {

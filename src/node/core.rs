@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use crate::broker::{
     Action, Broker, BrokerMetrics, ClientInfo, ConnId, ConnectionLoss, LocalPublish, RetainVersion,
-    RouteChange,
+    RetainedDigest, RetainedRecord, RouteChange,
 };
 use crate::codec::{self, DecodeError, Decoder, Packet, Protocol, Publish};
 
@@ -33,6 +33,16 @@ pub(crate) trait Core: Send + 'static {
     fn retained_digest(&mut self, _now: Duration) -> Vec<u64> {
         Vec::new()
     }
+    /// Retained values in the buckets where `digest` differs from ours.
+    fn retained_records(&mut self, _digest: &[u64], _now: Duration) -> Vec<RetainedRecord> {
+        Vec::new()
+    }
+    /// Merges a peer's retained values.
+    fn merge_retained(&mut self, _records: Vec<RetainedRecord>, _now: Duration) {}
+    /// SUBACKs wait for `routes_confirmed` from now on.
+    fn hold_subacks_for_routes(&mut self) {}
+    /// The cluster has every route change up to `seq`.
+    fn routes_confirmed(&mut self, _seq: u64, _now: Duration) {}
     /// The cluster seam; a core that is never clustered (the test fakes) keeps the defaults.
     fn enable_cluster(&mut self, _origin: u64, _epoch_ms: u64) {}
     fn poll_route_change(&mut self) -> Option<RouteChange> {
@@ -89,6 +99,18 @@ impl Core for Broker {
     }
     fn retained_digest(&mut self, now: Duration) -> Vec<u64> {
         Broker::retained_digest(self, now).0
+    }
+    fn retained_records(&mut self, digest: &[u64], now: Duration) -> Vec<RetainedRecord> {
+        Broker::retained_records(self, &RetainedDigest(digest.to_vec()), now)
+    }
+    fn merge_retained(&mut self, records: Vec<RetainedRecord>, now: Duration) {
+        Broker::merge_retained(self, records, now);
+    }
+    fn hold_subacks_for_routes(&mut self) {
+        Broker::hold_subacks_for_routes(self);
+    }
+    fn routes_confirmed(&mut self, seq: u64, now: Duration) {
+        Broker::routes_confirmed(self, seq, now);
     }
     fn enable_cluster(&mut self, origin: u64, epoch_ms: u64) {
         Broker::enable_cluster(self, origin, epoch_ms);

@@ -412,6 +412,7 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                 for frame in frames {
                     cluster.core.handle_frame(link, &frame, now);
                 }
+                cluster.core.frames_done(link);
             }
             Event::LinkLost { link, why } => {
                 // After bad framing the core answers with a Reject and then a Close, which drops
@@ -455,8 +456,8 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
         while let Some(change) = self.core.poll_route_change() {
             progressed = true;
             match change {
-                RouteChange::Added(filter) => cluster.core.local_route_added(&filter),
-                RouteChange::Removed(filter) => cluster.core.local_route_removed(&filter),
+                RouteChange::Added(filter) => cluster.core.local_route_added(&filter, now),
+                RouteChange::Removed(filter) => cluster.core.local_route_removed(&filter, now),
             }
         }
         while let Some(publish) = self.core.poll_forward() {
@@ -497,10 +498,33 @@ impl<N: Net, C: Core, W: Wire> Driver<N, C, W> {
                     tokio::spawn(dial.instrument(span));
                 }
                 ClusterAction::Deliver(forwarded) => {
+                    let version = super::forward::retain_version(&forwarded);
                     match super::forward::into_publish(forwarded) {
-                        Some(publish) => self.core.deliver_forwarded(publish, None, now),
+                        Some(publish) => self.core.deliver_forwarded(publish, version, now),
                         None => tracing::debug!("dropping a forwarded publish with a bad QoS"),
                     }
+                }
+                ClusterAction::SyncRetained { link } => {
+                    let ours = self.core.retained_digest(now);
+                    cluster.core.sync_retained(link, ours);
+                }
+                ClusterAction::RetainedWanted { link, digest } => {
+                    let ours = self.core.retained_digest(now);
+                    let items = self
+                        .core
+                        .retained_records(&digest, now)
+                        .into_iter()
+                        .map(super::forward::retained_item)
+                        .collect();
+                    cluster.core.answer_retained(link, ours, &digest, items);
+                }
+                ClusterAction::RoutesConfirmed(seq) => self.core.routes_confirmed(seq, now),
+                ClusterAction::MergeRetained(items) => {
+                    let records = items
+                        .into_iter()
+                        .filter_map(super::forward::retained_record)
+                        .collect();
+                    self.core.merge_retained(records, now);
                 }
                 ClusterAction::SaveMembers(text) => {
                     if let Some(file) = &cluster.members_file {

@@ -414,6 +414,8 @@ pub(crate) async fn start_with<N: Net, C: Core, W: Wire>(
             crate::fnv::fnv1a(config.node.name.as_str().as_bytes()),
             incarnation,
         );
+        // A SUBACK goes out once every linked node has the route (DESIGN §1).
+        core.hold_subacks_for_routes();
         let mut side = ClusterSide::new(cluster, ctx);
         let (file_tx, file_rx) = watch::channel(String::new());
         tokio::spawn(
