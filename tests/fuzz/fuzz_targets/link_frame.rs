@@ -50,6 +50,7 @@ fn forward_ref<'a>(
         correlation_data: p.correlation_data.as_deref(),
         user_properties: UserProps(props),
         content_type: p.content_type.as_deref(),
+        retain_version: p.retain_version,
     }
 }
 

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use flockmq::cluster::handshake::{Role, Transcript};
-use flockmq::cluster::wire::{self, ForwardRef, LinkMessage, NONCE_LEN, UserProps};
+use flockmq::cluster::wire::{
+    self, ForwardRef, ForwardedPublish, LinkMessage, NONCE_LEN, RetainedItem, UserProps,
+};
 use flockmq::cluster::{Cluster, ClusterAction, Discovery, LinkId, LinkLoss, NodeName};
 use flockmq_fuzz::ops::{Input, LinkOp, TOPICS};
 use flockmq_fuzz::{CLUSTER, COOKIE, NODE, PEER, cluster_config, node};
@@ -67,7 +69,9 @@ impl Harness {
             let link = match &action {
                 ClusterAction::Send { link, .. }
                 | ClusterAction::Close { link }
-                | ClusterAction::FrameLimit { link, .. } => Some(*link),
+                | ClusterAction::FrameLimit { link, .. }
+                | ClusterAction::SyncRetained { link }
+                | ClusterAction::RetainedWanted { link, .. } => Some(*link),
                 _ => None,
             };
             if let Some(link) = link {
@@ -86,8 +90,27 @@ impl Harness {
                     self.closed.insert(link);
                     self.open.retain(|(l, _)| *l != link);
                 }
-                ClusterAction::FrameLimit { .. } | ClusterAction::Deliver(_) => {
+                ClusterAction::FrameLimit { .. }
+                | ClusterAction::Deliver(_)
+                | ClusterAction::MergeRetained(_) => {
                     assert!(self.honest, "{action:?} without an honest proof");
+                }
+                ClusterAction::SyncRetained { link } => {
+                    assert!(self.honest, "{action:?} without an honest proof");
+                    // The node's retained set is not empty: its digest travels.
+                    self.core.sync_retained(link, vec![1, 0, 2]);
+                }
+                ClusterAction::RetainedWanted { link, digest } => {
+                    assert!(
+                        self.honest,
+                        "retained digest accepted without an honest proof"
+                    );
+                    let item = RetainedItem {
+                        version: (1 << 20, 7),
+                        publish: retained_publish(),
+                    };
+                    self.core
+                        .answer_retained(link, vec![3, 0, 2], &digest, vec![item]);
                 }
                 ClusterAction::Dial { node, .. } => self.dials.push_back(node),
                 ClusterAction::JoinDone { result: Ok(()), .. } => {
@@ -229,9 +252,9 @@ impl Harness {
             LinkOp::Route { add, topic } => {
                 let filter = TOPICS[usize::from(topic) % TOPICS.len()];
                 if add {
-                    self.core.local_route_added(filter);
+                    self.core.local_route_added(filter, self.now);
                 } else {
-                    self.core.local_route_removed(filter);
+                    self.core.local_route_removed(filter, self.now);
                 }
             }
             LinkOp::Forward { topic, qos } => {
@@ -247,6 +270,7 @@ impl Harness {
                     correlation_data: None,
                     user_properties: UserProps(&props),
                     content_type: None,
+                    retain_version: (qos & 4 != 0).then_some((1 << 20, 7)),
                 };
                 self.core.forward(&publish);
             }
@@ -260,6 +284,22 @@ impl Harness {
             }
         }
         self.drain();
+    }
+}
+
+fn retained_publish() -> ForwardedPublish {
+    ForwardedPublish {
+        topic: "a/b".into(),
+        payload: b"retained".to_vec(),
+        qos: 1,
+        retain: true,
+        expiry: None,
+        payload_format_indicator: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        content_type: None,
+        retain_version: Some((1 << 20, 7)),
     }
 }
 

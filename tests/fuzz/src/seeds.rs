@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use flockmq::cluster::discovery::{self, Kind, Sender};
 use flockmq::cluster::wire::{
     self, BulkBody, BulkChunk, ForwardedPublish, LinkMessage, MemberEntry, PROTOCOL_VERSION,
+    RetainedItem,
 };
 use flockmq::codec::*;
 use flockmq::config::Config;
@@ -331,6 +332,7 @@ fn forwarded(topic: &str) -> ForwardedPublish {
         correlation_data: Some(b"c".to_vec()),
         user_properties: vec![("k".into(), "v".into())],
         content_type: Some("json".into()),
+        retain_version: None,
     }
 }
 
@@ -407,6 +409,27 @@ fn link_messages() -> Vec<(&'static str, LinkMessage)> {
             },
         ),
         ("ack", LinkMessage::Ack(1)),
+        (
+            "retained-digest",
+            LinkMessage::RetainedDigest(vec![0, 5, 0, 9]),
+        ),
+        ("route-ack", LinkMessage::RouteAck(1)),
+        (
+            "bulk-retained",
+            LinkMessage::Bulk(BulkChunk {
+                sync: 2,
+                index: 0,
+                last: true,
+                body: BulkBody::Retained(vec![RetainedItem {
+                    version: (1 << 20, 7),
+                    publish: ForwardedPublish {
+                        retain: true,
+                        retain_version: Some((1 << 20, 7)),
+                        ..forwarded("r/1")
+                    },
+                }]),
+            }),
+        ),
         ("resume", LinkMessage::Resume { received: 0 }),
         (
             "bulk",
